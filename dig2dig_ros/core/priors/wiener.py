@@ -1,0 +1,80 @@
+"""The exact MMSE denoiser of a stationary Gaussian image model with a 1/f^α power spectrum.
+
+Needs no training: the test prior, and the fallback when no trained prior is available.
+
+Model: x0 = m + g, g a zero-mean stationary Gaussian field whose orthonormal-DFT coefficients are independent
+with variance P(f) = A / (|f|² + f0²)^(α/2) (f in cycles per pixel), A chosen so the pixel variance is std².
+Given x_t = √ᾱ·x0 + √(1−ᾱ)·ε, each coefficient's posterior mean is
+    X̂0(f) = m + √ᾱ·P(f) / (ᾱ·P(f) + 1 − ᾱ) · (X_t(f) − √ᾱ·m),
+and the posterior variance, the expected squared error, is P(f)·(1 − ᾱ) / (ᾱ·P(f) + 1 − ᾱ).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from dig2dig_ros.core.priors import register_prior
+from dig2dig_ros.core.priors.base import Prior
+
+
+class WienerPrior(Prior):
+    """ε̂ from the closed-form Wiener (MMSE) estimate of x0 under a 1/f^α Gaussian model."""
+
+    channels = 1
+    multiple = 1
+
+    def __init__(self, alpha: float = 2.0, std: float = 0.5, mean: float = 0.0, f0: float = 0.01) -> None:
+        super().__init__()
+        self.alpha, self.std, self.mean, self.f0 = alpha, std, mean, f0
+
+    def spectrum(self, height: int, width: int, device: torch.device | None = None) -> torch.Tensor:
+        """P(f) on the rfft2 grid, float64, shape (H, W//2+1); its full-grid mean is std²."""
+        fy = torch.fft.fftfreq(height, device=device, dtype=torch.float64)[:, None]  # (H,1)
+        fx = torch.fft.rfftfreq(width, device=device, dtype=torch.float64)[None, :]  # (1,W//2+1)
+        shape = (fy**2 + fx**2 + self.f0**2) ** (-self.alpha / 2)  # (H,W//2+1)
+        # The full-grid mean counts each rfft column except DC (and Nyquist for even W) twice.
+        weight = torch.full_like(fx, 2.0)
+        weight[..., 0] = 1.0
+        if width % 2 == 0:
+            weight[..., -1] = 1.0
+        full_mean = (shape * weight).sum() / (height * width)
+        return shape * (self.std**2 / full_mean)
+
+    def x0_estimate(self, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """The posterior mean E[x0 | x_t] for x_t (B,C,H,W) at timesteps t (B,)."""
+        h, w = x_t.shape[-2:]
+        ab = self.alphas_cumprod.to(x_t.device)[t.long()].view(-1, 1, 1, 1)  # (B,1,1,1) float64
+        p = self.spectrum(h, w, x_t.device)  # (H,W//2+1)
+        gain = ab.sqrt() * p / (ab * p + 1 - ab)  # (B,1,H,W//2+1)
+        centred = x_t.double() - ab.sqrt() * self.mean  # (B,C,H,W)
+        x0 = self.mean + torch.fft.irfft2(gain * torch.fft.rfft2(centred, norm="ortho"), s=(h, w), norm="ortho")
+        return x0.to(x_t.dtype)
+
+    def expected_mse(self, height: int, width: int, t: int) -> float:
+        """The MMSE per pixel at timestep t: the mean posterior variance over the full frequency grid."""
+        ab = float(self.alphas_cumprod[t])
+        p = self.spectrum(height, width)  # (H,W//2+1)
+        var = p * (1 - ab) / (ab * p + 1 - ab)
+        weight = torch.full((width // 2 + 1,), 2.0, dtype=torch.float64)
+        weight[0] = 1.0
+        if width % 2 == 0:
+            weight[-1] = 1.0
+        return float((var * weight).sum() / (height * width))
+
+    def sample(self, shape: tuple[int, ...], generator: torch.Generator | None = None) -> torch.Tensor:
+        """Draw images (B,C,H,W) from the model itself, float64."""
+        h, w = shape[-2:]
+        white = torch.randn(shape, generator=generator, dtype=torch.float64)  # (B,C,H,W)
+        coloured = torch.fft.rfft2(white, norm="ortho") * self.spectrum(h, w).sqrt()
+        return self.mean + torch.fft.irfft2(coloured, s=(h, w), norm="ortho")
+
+    def forward(self, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """ε̂ = (x_t − √ᾱ·x̂0) / √(1−ᾱ) for x_t (B,C,H,W), t (B,)."""
+        ab = self.alphas_cumprod.to(x_t.device)[t.long()].view(-1, 1, 1, 1).to(x_t.dtype)  # (B,1,1,1)
+        return (x_t - ab.sqrt() * self.x0_estimate(x_t, t)) / (1 - ab).sqrt()
+
+
+@register_prior("wiener")
+def _wiener(arg: str | None, device: torch.device) -> Prior:
+    """`wiener` or `wiener:ALPHA` (the spectral slope, default 2)."""
+    return WienerPrior(alpha=float(arg)) if arg else WienerPrior()
