@@ -44,7 +44,7 @@ def _sections(n: int, spec: str, num_train: int) -> np.ndarray:
     try:
         counts = [int(s) for s in spec.split(",")]
     except ValueError:
-        raise ValueError(f"unknown spacing {spec!r}: use quadratic, uniform or section counts like '12,8,5'")
+        raise ValueError(f"unknown spacing {spec!r}: use quadratic, uniform or section counts like '12,8,5'") from None
     if sum(counts) != n or any(c < 1 for c in counts):
         raise ValueError(f"section counts {counts} must be positive and add up to the {n} steps")
     size, extra = divmod(num_train, len(counts))

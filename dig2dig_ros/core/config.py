@@ -1,0 +1,131 @@
+"""Every fusion setting with its default: the one home of the core's parameters (ALGORITHM.md §2–§5).
+
+The ROS node declares its parameters from these dataclasses, and `config/fusion.yaml` mirrors them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields, is_dataclass
+from typing import Any
+
+TASKS = ("vif", "mef", "mff")
+DIG_METHODS = ("dig", "static")
+GUIDANCE_MODES = ("weighted",)
+GRAD_TARGETS = ("maxabs", "weighted")
+DIG_SPACES = ("x0", "xt")
+DIG_DISTANCES = ("l2", "l1", "ssim")
+DIG_DIRECTIONS = ("ahead", "behind")
+OUTPUT_RANGES = ("clamp", "minmax")
+RESIZE_POLICIES = ("none", "first", "largest", "smallest")
+
+
+@dataclass
+class SamplerConfig:
+    """The reduced-step DDIM sampler."""
+
+    steps: int = 15  # DIG-N: number of reverse steps (the paper: 15/20/25/50)
+    spacing: str = "quadratic"  # quadratic | uniform | sections like "8,4,3"
+    eta: float = 0.0  # DDIM stochasticity (0 = deterministic DDIM)
+    seed: int = 0  # the initial noise and DIG probes are seeded per frame with this
+
+
+@dataclass
+class DigConfig:
+    """Diffusion information gain: how the per-pixel source weights are measured."""
+
+    interval: int = 10  # update the weights every k sampler steps
+    space: str = "x0"  # x0: distances of the prior's clean estimates | xt: the literal reading
+    distance: str = "l2"  # l2 | l1 | ssim
+    direction: str = "ahead"  # ahead: gain over the coming k steps | behind: gain since the last update
+    temperature: float = 1.0  # softmax temperature, in units of the mean gain difference between sources
+    pool_sigma: float = 1 / 32  # Gaussian pooling σ as a fraction of the image's long side
+
+
+@dataclass
+class GuidanceConfig:
+    """How the sources pull the sample (rectify step of ALGORITHM.md §3)."""
+
+    mode: str = "weighted"
+    step_size: float = 0.8  # λ: relaxation toward the guidance target, in (0, 1]
+    grad_weight: float = 1.0  # μ: weight of the gradient term against the intensity term
+    grad_target: str = "maxabs"  # maxabs | weighted
+
+
+@dataclass
+class FusionConfig:
+    """One fusion job: method, task, image handling and the three groups above."""
+
+    method: str = "dig"  # dig | static | a classical method (average, max, laplacian, gff)
+    task: str = "vif"  # vif: source 0 infrared, source 1 visible | mef | mff
+    max_side: int = 0  # working size: the long side fusion runs at (0 = input size)
+    resize: str = "none"  # policy for sources of different sizes: none (error) | first | largest | smallest
+    output_range: str = "clamp"  # clamp | minmax (DDFM/CCF stretch)
+    sampler: SamplerConfig = field(default_factory=SamplerConfig)
+    dig: DigConfig = field(default_factory=DigConfig)
+    guidance: GuidanceConfig = field(default_factory=GuidanceConfig)
+
+    def validate(self) -> FusionConfig:
+        """Raise ValueError naming the first bad setting; return self."""
+        _choice("task", self.task, TASKS)
+        _choice("resize", self.resize, RESIZE_POLICIES)
+        _choice("output_range", self.output_range, OUTPUT_RANGES)
+        _choice("dig.space", self.dig.space, DIG_SPACES)
+        _choice("dig.distance", self.dig.distance, DIG_DISTANCES)
+        _choice("dig.direction", self.dig.direction, DIG_DIRECTIONS)
+        _choice("guidance.mode", self.guidance.mode, GUIDANCE_MODES)
+        _choice("guidance.grad_target", self.guidance.grad_target, GRAD_TARGETS)
+        if self.sampler.steps < 2:
+            raise ValueError(f"sampler.steps must be at least 2, got {self.sampler.steps}")
+        if self.dig.interval < 1:
+            raise ValueError(f"dig.interval must be at least 1, got {self.dig.interval}")
+        if self.dig.temperature <= 0:
+            raise ValueError(f"dig.temperature must be positive, got {self.dig.temperature}")
+        if not 0 < self.guidance.step_size <= 1:
+            raise ValueError(f"guidance.step_size must be in (0, 1], got {self.guidance.step_size}")
+        if self.guidance.grad_weight < 0:
+            raise ValueError(f"guidance.grad_weight must be >= 0, got {self.guidance.grad_weight}")
+        if self.max_side < 0:
+            raise ValueError(f"max_side must be >= 0, got {self.max_side}")
+        return self
+
+
+def _choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ValueError(f"{name} must be one of {', '.join(allowed)}; got {value!r}")
+
+
+def flatten(config: Any, prefix: str = "") -> dict[str, Any]:
+    """{"sampler.steps": 15, ...}: dotted names of every leaf setting."""
+    out: dict[str, Any] = {}
+    for f in fields(config):
+        value = getattr(config, f.name)
+        if is_dataclass(value):
+            out.update(flatten(value, f"{prefix}{f.name}."))
+        else:
+            out[f"{prefix}{f.name}"] = value
+    return out
+
+
+def with_overrides(config: FusionConfig, overrides: dict[str, Any]) -> FusionConfig:
+    """A copy of config with dotted-name overrides applied (unknown names raise KeyError)."""
+    data = asdict(config)
+    for name, value in overrides.items():
+        *path, leaf = name.split(".")
+        node = data
+        for part in path:
+            if part not in node or not isinstance(node[part], dict):
+                raise KeyError(f"unknown fusion setting {name!r}")
+            node = node[part]
+        if leaf not in node or isinstance(node[leaf], dict):
+            raise KeyError(f"unknown fusion setting {name!r}")
+        node[leaf] = type(node[leaf])(value) if node[leaf] is not None else value
+    return from_dict(data)
+
+
+def from_dict(data: dict[str, Any]) -> FusionConfig:
+    """FusionConfig from a nested dict (as written by asdict or a YAML file)."""
+    data = dict(data)
+    groups = {"sampler": SamplerConfig, "dig": DigConfig, "guidance": GuidanceConfig}
+    for name, cls in groups.items():
+        data[name] = cls(**data.get(name, {}))
+    return FusionConfig(**data)

@@ -1,0 +1,126 @@
+"""Image handling around the sampler (ALGORITHM.md §5): reading, colour, sizes, padding, output range."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+
+class ImageError(ValueError):
+    """An input image is unreadable, empty, of an unsupported type, or of a mismatched size."""
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """Read an image file as (H,W) gray or (H,W,3) BGR, keeping 16-bit depth (uint8 or uint16)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ImageError(f"cannot read {path}: no such file")
+    img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if img is None or img.size == 0:
+        raise ImageError(f"cannot read {path}: not a readable image")
+    if img.ndim == 3 and img.shape[2] == 4:
+        img = cv2.cvtColor(img, cv2.COLOR_BGRA2BGR)
+    return img
+
+
+def to_unit(img: np.ndarray) -> np.ndarray:
+    """uint8 /255, uint16 /65535 (normalised, not truncated), float kept; returns float32 in [0,1]."""
+    if img.size == 0:
+        raise ImageError("empty image")
+    if img.dtype == np.uint8:
+        out = img.astype(np.float32) / 255.0
+    elif img.dtype == np.uint16:
+        out = img.astype(np.float32) / 65535.0
+    elif np.issubdtype(img.dtype, np.floating):
+        out = img.astype(np.float32)
+    else:
+        raise ImageError(f"unsupported pixel type {img.dtype}")
+    if not np.isfinite(out).all():
+        raise ImageError("image contains NaN or infinite values")
+    return np.clip(out, 0.0, 1.0)
+
+
+def is_colour(img: np.ndarray) -> bool:
+    """True for a 3-channel image whose channels are not all equal (3-channel gray counts as gray)."""
+    if img.ndim != 3:
+        return False
+    return not (np.array_equal(img[..., 0], img[..., 1]) and np.array_equal(img[..., 1], img[..., 2]))
+
+
+def split_ycbcr(img: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    """float32 [0,1] (H,W) or BGR (H,W,3) → luminance (H,W) and chroma (H,W,2) Cr,Cb (None for gray)."""
+    if img.ndim == 2:
+        return img, None
+    if not is_colour(img):
+        return img[..., 0].copy(), None
+    ycrcb = cv2.cvtColor(img, cv2.COLOR_BGR2YCrCb)  # (H,W,3), float32 [0,1], chroma centred at 0.5
+    return ycrcb[..., 0].copy(), ycrcb[..., 1:].copy()
+
+
+def merge_ycbcr(y: np.ndarray, chroma: np.ndarray | None) -> np.ndarray:
+    """Luminance (H,W) + Cr,Cb (H,W,2) → BGR (H,W,3) float32 [0,1]; gray stays (H,W)."""
+    if chroma is None:
+        return np.clip(y, 0, 1)
+    ycrcb = np.dstack([y.astype(np.float32), chroma.astype(np.float32)])
+    return np.clip(cv2.cvtColor(ycrcb, cv2.COLOR_YCrCb2BGR), 0, 1)
+
+
+def common_size(images: list[np.ndarray], policy: str) -> tuple[int, int]:
+    """The (H, W) all sources are brought to: equal sizes pass; otherwise per the resize policy."""
+    sizes = [img.shape[:2] for img in images]
+    if any(h == 0 or w == 0 for h, w in sizes):
+        raise ImageError("a source image is empty")
+    if len(set(sizes)) == 1:
+        return sizes[0]
+    if policy == "first":
+        return sizes[0]
+    if policy == "largest":
+        return max(sizes, key=lambda s: s[0] * s[1])
+    if policy == "smallest":
+        return min(sizes, key=lambda s: s[0] * s[1])
+    listed = ", ".join(f"{w}x{h}" for h, w in sizes)
+    raise ImageError(f"source sizes differ ({listed}); set a resize policy (first, largest, smallest)")
+
+
+def resize(img: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Resize to (H, W): area averaging when shrinking, bicubic when enlarging."""
+    h, w = size
+    if img.shape[:2] == (h, w):
+        return img
+    shrink = h * w < img.shape[0] * img.shape[1]
+    return cv2.resize(img, (w, h), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_CUBIC)
+
+
+def working_size(size: tuple[int, int], max_side: int) -> tuple[int, int]:
+    """(H, W) scaled so the long side is at most max_side (0: unchanged), aspect kept."""
+    h, w = size
+    if max_side <= 0 or max(h, w) <= max_side:
+        return h, w
+    scale = max_side / max(h, w)
+    return max(1, round(h * scale)), max(1, round(w * scale))
+
+
+def pad_to_multiple(x: np.ndarray, multiple: int) -> tuple[np.ndarray, tuple[int, int]]:
+    """Reflect-pad (H,W[,C]) at the bottom/right to multiples; returns the padded array and the original (H,W)."""
+    h, w = x.shape[:2]
+    ph, pw = (-h) % multiple, (-w) % multiple
+    if ph == 0 and pw == 0:
+        return x, (h, w)
+    mode = "reflect" if ph < h and pw < w else "symmetric"
+    pad = ((0, ph), (0, pw)) + ((0, 0),) * (x.ndim - 2)
+    return np.pad(x, pad, mode=mode), (h, w)
+
+
+def to_output(y: np.ndarray, mode: str) -> np.ndarray:
+    """Fused luminance in [−1,1] → [0,1]: clamp (default) or the DDFM/CCF min-max stretch."""
+    if mode == "minmax":
+        lo, hi = float(y.min()), float(y.max())
+        return (y - lo) / (hi - lo) if hi > lo else np.zeros_like(y)
+    return np.clip((y + 1) / 2, 0, 1)
+
+
+def to_uint8(img: np.ndarray) -> np.ndarray:
+    """float [0,1] → uint8, rounded."""
+    return np.clip(np.rint(img * 255.0), 0, 255).astype(np.uint8)
