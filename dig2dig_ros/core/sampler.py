@@ -95,7 +95,8 @@ def sample_dig(
     for i, t in enumerate(timesteps):
         t_prev = previous_timestep(timesteps, i)
         ab, ab_prev = alpha_bar(ac, t), alpha_bar(ac, t_prev)
-        probes = tracker.probes(i) if dynamic_weights else []
+        updating = dynamic_weights and tracker.is_update(i)
+        probes = tracker.probes(i) if updating else []  # may be empty when the distances are cached
         # One prior call: the sample, then every source noised at each probe timestep (one shared ε draw).
         batch, batch_t = [x], [t]
         if probes:
@@ -111,7 +112,7 @@ def sample_dig(
         ab_b = ac.to(device)[tb].view(-1, 1, 1, 1).to(dtype)
         x0_all = predict_x0(xb, eps_all, ab_b)
         x0 = x0_all[:1].clamp(-1, 1)  # (1,C,H,W)
-        if probes:
+        if updating:
             estimates = {s: luminance(x0_all[1 + j * k : 1 + (j + 1) * k]) for j, s in enumerate(probes)}
             after_jump = None
             if dig.space == "xt":  # literal reading: distances of x_k^t and of one DDIM jump on

@@ -1,0 +1,121 @@
+"""DIG weights, guidance and the sampler: the properties ALGORITHM.md §4 holds the implementation to."""
+
+import numpy as np
+import pytest
+import torch
+
+from dig2dig_ros.core.config import DigConfig, FusionConfig, GuidanceConfig
+from dig2dig_ros.core.dig import gaussian_blur, weights_from_gain
+from dig2dig_ros.core.fusion import Fuser
+from dig2dig_ros.core.guidance import guidance_target, rectify
+from dig2dig_ros.core.priors.wiener import WienerPrior
+from dig2dig_ros.core.sampler import SamplerError, sample_dig
+from dig2dig_ros.core.schedule import timesteps
+
+TS = [int(t) for t in timesteps(6)]
+
+
+def _textured(h=48, w=64, seed=0):
+    rng = np.random.default_rng(seed)
+    img = gaussian_blur(torch.from_numpy(rng.normal(0, 1, (1, 1, h, w))).float(), 1.0)
+    return (img / img.abs().max()).clamp(-1, 1)  # (1,1,H,W)
+
+
+def _run(sources, dig=None, dynamic=True, seed=0, prior=None):
+    return sample_dig(prior or WienerPrior(), sources, TS, dig or DigConfig(interval=2), GuidanceConfig(),
+                      dynamic_weights=dynamic, generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.mark.parametrize("space,direction,distance", [("x0", "ahead", "l2"), ("x0", "behind", "l1"),
+                                                      ("xt", "ahead", "l2"), ("x0", "ahead", "ssim")])
+def test_weights_are_a_partition_of_unity(space, direction, distance):
+    sources = torch.cat([_textured(seed=1), _textured(seed=2) * 0.3])
+    out = _run(sources, DigConfig(interval=2, space=space, direction=direction, distance=distance))
+    w = out.weights
+    assert w.shape == sources.shape
+    assert torch.all(w >= 0) and torch.all(w <= 1)
+    assert torch.allclose(w.sum(0), torch.ones_like(w[0]), atol=1e-5)
+    assert len(out.history) == 3  # steps 0, 2, 4 of 6
+    assert (w - 0.5).abs().max() > 0.05  # two different sources do not get uniform weights
+
+
+def test_swapping_sources_swaps_weights():
+    a, b = _textured(seed=3), _textured(seed=4) * 0.5
+    w_ab = _run(torch.cat([a, b])).weights
+    w_ba = _run(torch.cat([b, a])).weights
+    assert torch.allclose(w_ab, w_ba.flip(0), atol=1e-4)
+
+
+def test_blanked_region_goes_to_the_other_source():
+    a, b = _textured(seed=5), _textured(seed=6)
+    a[..., :, :32] = a[..., :, :32].mean()  # source 0 carries nothing in the left half
+    w = _run(torch.cat([a, b])).weights
+    left, right = w[0, 0, :, 4:24].mean(), w[0, 0, :, 40:60].mean()
+    assert left < 0.35, left  # source 1 dominates where source 0 is blank
+    assert right > left + 0.2
+
+
+def test_static_mode_is_exactly_uniform_and_skips_probes():
+    sources = torch.cat([_textured(seed=1), _textured(seed=2), _textured(seed=3)])
+    out = _run(sources, dynamic=False)
+    assert torch.equal(out.weights, torch.full_like(sources, 1 / 3))
+    assert out.history == []
+
+
+def test_weights_from_equal_gains_are_uniform():
+    gain = torch.ones(2, 1, 4, 4)
+    assert torch.equal(weights_from_gain(gain, 1.0), torch.full_like(gain, 0.5))
+
+
+def test_guidance_without_gradient_term_is_the_weighted_blend():
+    src = torch.cat([_textured(seed=1), _textured(seed=2)])
+    w = torch.rand(2, 1, 48, 64)
+    w = w / w.sum(0, keepdim=True)
+    y = _textured(seed=9)
+    cfg = GuidanceConfig(step_size=0.6, grad_weight=0.0)
+    expected = 0.4 * y + 0.6 * (w * src).sum(0, keepdim=True)
+    assert torch.allclose(rectify(y, src, w, cfg), expected, atol=1e-6)
+
+
+@pytest.mark.parametrize("target", ["maxabs", "weighted"])
+def test_guidance_target_of_identical_sources_is_that_source(target):
+    c = _textured(seed=7)
+    w = torch.full((2, 1, 48, 64), 0.5)
+    y = guidance_target(torch.cat([c, c]), w, GuidanceConfig(grad_weight=2.0, grad_target=target))
+    assert torch.allclose(y, c, atol=1e-4)
+
+
+def test_maxabs_keeps_an_edge_present_in_one_source_only():
+    edge = torch.zeros(1, 1, 32, 32)
+    edge[..., 16:] = 1.0
+    flat = torch.zeros(1, 1, 32, 32)
+    w = torch.full((2, 1, 32, 32), 0.5)
+    contrast = {}
+    for target in ("maxabs", "weighted"):
+        y = guidance_target(torch.cat([edge, flat]), w, GuidanceConfig(grad_weight=4.0, grad_target=target))
+        contrast[target] = float((y[..., 16] - y[..., 15]).mean())  # the step across the edge
+    assert contrast["maxabs"] > contrast["weighted"] + 0.1
+
+
+class _NaNPrior(WienerPrior):
+    def forward(self, x_t, t):
+        out = super().forward(x_t, t)
+        return out * float("nan") if int(t[0]) < 500 else out
+
+
+def test_non_finite_values_stop_with_the_step_named():
+    with pytest.raises(SamplerError, match=r"sampler step \d+ \(t=\d+\)"):
+        _run(torch.cat([_textured(seed=1), _textured(seed=2)]), prior=_NaNPrior())
+
+
+def test_fuser_is_seeded_and_handles_k3_colour_and_odd_sizes():
+    rng = np.random.default_rng(0)
+    ir = (rng.random((37, 53)) * 255).astype(np.uint8)
+    vis = (rng.random((37, 53, 3)) * 255).astype(np.uint8)
+    third = (rng.random((37, 53)) * 65535).astype(np.uint16)
+    fuser = Fuser(FusionConfig(), prior=WienerPrior(), device="cpu")
+    first, second = fuser([ir, vis, third]), fuser([ir, vis, third])
+    assert first.fused.shape == (37, 53, 3) and first.fused.dtype == np.uint8
+    assert np.array_equal(first.fused, second.fused)  # seeded per frame
+    assert first.weights.shape == (3, 37, 53)
+    assert np.allclose(first.weights.sum(0), 1, atol=1e-5)
