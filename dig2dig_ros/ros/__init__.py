@@ -1,0 +1,1 @@
+"""The ROS 2 side: message conversions, input synchronisation and the nodes built on them."""
