@@ -44,9 +44,7 @@ class Detections:
         return [self.names[int(c)] if 0 <= c < len(self.names) else str(int(c)) for c in self.class_ids]
 
 
-def letterbox(
-    img: np.ndarray, size: int = 640, stride: int = 32, auto: bool = True
-) -> tuple[np.ndarray, Letterbox]:
+def letterbox(img: np.ndarray, size: int = 640, stride: int = 32, auto: bool = True) -> tuple[np.ndarray, Letterbox]:
     """Resize so the long side is `size` (aspect kept), pad with grey to a stride multiple (auto) or a square.
 
     img: (H,W,C) uint8. Returns the padded image (H',W',C) and the transform. Never upscales by more than

@@ -82,7 +82,13 @@ def draw(bgr: np.ndarray, dets: Detections) -> np.ndarray:
         p1, p2 = (int(x1), int(y1)), (int(x2), int(y2))
         cv2.rectangle(out, p1, p2, (0, 255, 0), thickness, cv2.LINE_AA)
         cv2.putText(
-            out, f"{name} {score:.2f}", (p1[0], max(p1[1] - 4, 12)), cv2.FONT_HERSHEY_SIMPLEX,
-            0.4 * thickness, (0, 255, 0), thickness, cv2.LINE_AA,
+            out,
+            f"{name} {score:.2f}",
+            (p1[0], max(p1[1] - 4, 12)),
+            cv2.FONT_HERSHEY_SIMPLEX,
+            0.4 * thickness,
+            (0, 255, 0),
+            thickness,
+            cv2.LINE_AA,
         )
     return out
