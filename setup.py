@@ -29,6 +29,7 @@ setup(
             "dig2dig-ros = dig2dig_ros.ros.cli:main",
             "dig2dig_fusion = dig2dig_ros.ros.fusion_node:main",
             "dig2dig_detector = dig2dig_ros.ros.detector_node:main",
+            "dig2dig-convert-yolov5 = dig2dig_ros.core.detection.convert:main",
         ],
     },
 )
