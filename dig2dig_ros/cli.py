@@ -5,6 +5,8 @@
     dig2dig fuse-dir --data DIR --out DIR [same options]      # DIR/{ir,vis}/<stem>.* pairs
     dig2dig prior-eval --images DIR [--prior NAME] [--t 100,300,500,700]
     dig2dig demo [--out DIR]                                  # fuses the shipped synthetic sample
+    dig2dig eval --data DIR [--method NAME ...] [--fused DIR] [--out report.md]   # metrics table
+    dig2dig plot-dig SRC1 SRC2 -o fig.png [--prior NAME] [--steps N]            # cumulative DIG by region
 
 Bad input gets one error line on stderr and exit status 2.
 """
@@ -79,13 +81,6 @@ def write_weights(folder: Path, result: FusionResult) -> list[Path]:
     return paths
 
 
-def dig_overlay(result: FusionResult, source: int = 0) -> np.ndarray:
-    """A colour map of source `source`'s weight (blue 0 → red 1) blended over the fused image, BGR uint8."""
-    fused = result.fused if result.fused.ndim == 3 else cv2.cvtColor(result.fused, cv2.COLOR_GRAY2BGR)
-    heat = cv2.applyColorMap(imaging.to_uint8(result.weights[source]), cv2.COLORMAP_JET)
-    return cv2.addWeighted(fused, 0.5, heat, 0.5, 0)
-
-
 def cmd_fuse(args: argparse.Namespace) -> int:
     if len(args.sources) < 2:
         raise FusionError(f"need at least two source images, got {len(args.sources)}")
@@ -142,7 +137,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     result = build_fuser(args)([ir, vis])
     files = {
         "sample_ir.png": ir, "sample_visible.png": vis, "fused.png": result.fused,
-        "dig_overlay.png": dig_overlay(result),
+        "dig_overlay.png": imaging.weight_overlay(result.fused, result.weights[0]),
     }
     for name, img in files.items():
         write_image(out / name, img)
@@ -184,6 +179,16 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--out", default="demo_output")
     _fusion_options(demo)
     demo.set_defaults(func=cmd_demo)
+
+    from dig2dig_ros import evaluate, plot_dig
+
+    evaluation = sub.add_parser("eval", help="fusion metrics of one or more methods over a dataset folder")
+    evaluate.add_arguments(evaluation)
+    evaluation.set_defaults(func=evaluate.run)
+
+    plot = sub.add_parser("plot-dig", help="cumulative DIG of a few regions against the noise level (Fig. 5)")
+    plot_dig.add_arguments(plot)
+    plot.set_defaults(func=plot_dig.run)
     return parser
 
 
