@@ -1,0 +1,289 @@
+"""`dig2dig_detector`: YOLOv5 detections on fused frames.
+
+subscribe `fused/image` (sensor_msgs/Image, sensor-data QoS) → keep the newest frame → worker: convert →
+detect (dig2dig_ros.core.detection) → publish, each output with the input frame's header (stamp, frame_id):
+
+* `detections`: vision_msgs/Detection2DArray, **only when `vision_msgs.msg` is importable** (a real ROS 2
+  install); vision_msgs is not on PyPI, so in a pip-only environment the node instead publishes
+* `detections/json`: std_msgs/String holding the same content as JSON::
+
+    {"header": {"stamp": {"sec": S, "nanosec": N}, "frame_id": "..."},
+     "image": {"width": W, "height": H},
+     "detections": [{"class_id": 0, "class_name": "person", "score": 0.87,
+                     "bbox": {"center_x": cx, "center_y": cy, "size_x": w, "size_y": h}}, ...]}
+
+  (pixels of the input image). Exactly one of the two topics exists, chosen at start-up.
+* `detections/image`: the frame as bgr8 with the boxes drawn.
+
+Frames that arrive while the worker is busy replace the waiting one (newest wins) and are counted as dropped;
+counters go to /diagnostics. A missing or corrupt model folder at start-up prints one error line and exits 1.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+import time
+from collections import deque
+from typing import Any
+
+import numpy as np
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
+from rclpy.node import Node
+from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from sensor_msgs.msg import Image
+from std_msgs.msg import String
+
+from dig2dig_ros.core.detection import Detections, Detector, DetectorConfig, ModelFormatError, draw
+from dig2dig_ros.ros import conversions
+from dig2dig_ros.ros.params import ParamSpec, check_value
+
+try:  # a real ROS 2 install
+    from vision_msgs.msg import Detection2D, Detection2DArray, ObjectHypothesisWithPose
+except ImportError:  # pip-only: publish JSON on detections/json instead
+    Detection2D = Detection2DArray = ObjectHypothesisWithPose = None
+
+HAVE_VISION_MSGS = Detection2DArray is not None
+_DEFAULTS = DetectorConfig()
+
+PARAMS: list[ParamSpec] = [
+    ParamSpec("model_path", _DEFAULTS.model_path, "folder written by dig2dig-convert-yolov5 "
+              "(model.safetensors + model.json)", read_only=True),
+    ParamSpec("confidence", _DEFAULTS.confidence, "minimum score (objectness x class probability)", low=0.0, high=1.0),
+    ParamSpec("iou", _DEFAULTS.iou, "IoU above which NMS suppresses a lower-scored box of the same class",
+              low=0.0, high=1.0),
+    ParamSpec("classes", _DEFAULTS.classes, "class names or ids to keep (empty = all)", read_only=True),
+    ParamSpec("device", _DEFAULTS.device, "auto (CUDA when available), cpu, cuda or cuda:N", read_only=True),
+    ParamSpec("input_size", _DEFAULTS.input_size, "long side of the network input in pixels (multiple of 32)",
+              low=32, high=4096, read_only=True),
+    ParamSpec("max_det", _DEFAULTS.max_det, "most boxes per frame", low=1, high=10000, read_only=True),
+    ParamSpec("qos.input_depth", 2, "subscription queue depth (sensor-data QoS)", low=1, high=100, read_only=True),
+    ParamSpec("qos.output_depth", 2, "publisher queue depth (reliable)", low=1, high=100, read_only=True),
+    ParamSpec("diagnostics_period", 1.0, "seconds between /diagnostics messages", low=0.1, high=60.0,
+              read_only=True),
+]
+
+
+class StartupError(RuntimeError):
+    """A configuration that cannot start (missing or corrupt model, bad parameter)."""
+
+
+class DetectorNode(Node):
+    """Thin ROS adapter around dig2dig_ros.core.detection.Detector."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__("dig2dig_detector", **kwargs)
+        self.specs = {spec.name: spec for spec in PARAMS}
+        for spec in PARAMS:
+            self.declare_parameter(spec.name, spec.default, _descriptor(spec))
+        values = {name: self.get_parameter(name).value for name in self.specs}
+        for spec in PARAMS:
+            problem = check_value(spec, values[spec.name])
+            if problem:
+                raise StartupError(problem)
+        if not values["model_path"]:
+            raise StartupError("parameter model_path is empty: set it to a folder made by dig2dig-convert-yolov5")
+        if values["input_size"] % 32:
+            raise StartupError(f"input_size must be a multiple of 32, got {values['input_size']}")
+        cfg = DetectorConfig(**{k: values[k] for k in DetectorConfig.__dataclass_fields__})
+        cfg.classes = [str(c) for c in (cfg.classes or [])]
+        try:
+            self.detector = Detector(cfg)
+        except (ModelFormatError, ValueError) as exc:
+            raise StartupError(f"cannot load the detector from model_path={cfg.model_path!r}: {exc}") from exc
+        self.add_on_set_parameters_callback(self._on_set)
+
+        self.lock = threading.Lock()
+        self.wake = threading.Condition(self.lock)
+        self.pending: Image | None = None  # the newest frame not yet processed
+        self.counts = {"frames": 0, "processed": 0, "dropped_busy": 0, "bad_input": 0, "failed": 0, "boxes": 0}
+        self.latencies: deque[float] = deque(maxlen=100)
+        self.running = True
+
+        in_qos = QoSProfile(depth=values["qos.input_depth"], history=qos_profile_sensor_data.history,
+                            reliability=qos_profile_sensor_data.reliability,
+                            durability=qos_profile_sensor_data.durability)
+        out_qos = QoSProfile(depth=values["qos.output_depth"], reliability=ReliabilityPolicy.RELIABLE)
+        self.sub = self.create_subscription(Image, "fused/image", self._on_image, in_qos)
+        if HAVE_VISION_MSGS:
+            self.pub_det = self.create_publisher(Detection2DArray, "detections", out_qos)
+        else:
+            self.pub_det = self.create_publisher(String, "detections/json", out_qos)
+        self.pub_image = self.create_publisher(Image, "detections/image", out_qos)
+        self.pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self.create_timer(values["diagnostics_period"], self._publish_diagnostics)
+        self.worker = threading.Thread(target=self._work, name="dig2dig_detector_worker", daemon=True)
+        self.worker.start()
+        self.get_logger().info(
+            f"detecting on {self.sub.topic_name} → {self.pub_det.topic_name}, {self.pub_image.topic_name}: "
+            f"{len(self.detector.names)}-class YOLOv5 on {self.detector.device}, input {cfg.input_size}, "
+            f"classes {cfg.classes or 'all'}, confidence {cfg.confidence}, iou {cfg.iou}")
+
+    # -- parameters -------------------------------------------------------------------------------------------
+    def _on_set(self, params: list) -> SetParametersResult:
+        for param in params:
+            spec = self.specs.get(param.name)
+            if spec is None:
+                continue
+            if spec.read_only:
+                return SetParametersResult(successful=False, reason=f"{param.name} is fixed at start-up")
+            problem = check_value(spec, param.value)
+            if problem:
+                return SetParametersResult(successful=False, reason=problem)
+        with self.lock:
+            for param in params:
+                if param.name in ("confidence", "iou"):
+                    setattr(self.detector.cfg, param.name, float(param.value))
+        return SetParametersResult(successful=True)
+
+    # -- subscribe → keep newest -----------------------------------------------------------------------------
+    def _on_image(self, msg: Image) -> None:
+        with self.lock:
+            self.counts["frames"] += 1
+            if self.pending is not None:
+                self.counts["dropped_busy"] += 1
+            self.pending = msg
+            self.wake.notify()
+
+    # -- worker: convert → detect → publish ------------------------------------------------------------------
+    def _work(self) -> None:
+        while True:
+            with self.lock:
+                while self.pending is None and self.running:
+                    self.wake.wait(timeout=0.5)
+                if not self.running:
+                    return
+                msg, self.pending = self.pending, None
+            try:
+                bgr = to_bgr8(msg)  # (H,W,3)
+            except conversions.ConversionError as exc:
+                self._count("bad_input")
+                self.get_logger().warning(f"skipping frame: {exc}", throttle_duration_sec=5.0)
+                continue
+            start = time.monotonic()
+            try:
+                dets = self.detector(bgr)
+            except Exception as exc:  # noqa: BLE001 - one bad frame must not end the node
+                self._count("failed")
+                self.get_logger().error(f"detection failed: {exc}", throttle_duration_sec=5.0)
+                continue
+            self.latencies.append(time.monotonic() - start)
+            if HAVE_VISION_MSGS:
+                self.pub_det.publish(to_detection2d_array(dets, msg.header))
+            else:
+                self.pub_det.publish(String(data=json.dumps(to_json_dict(dets, msg.header, bgr.shape))))
+            self.pub_image.publish(conversions.numpy_to_image(draw(bgr, dets), "bgr8", msg.header))
+            with self.lock:
+                self.counts["processed"] += 1
+                self.counts["boxes"] += len(dets)
+
+    def _count(self, key: str) -> None:
+        with self.lock:
+            self.counts[key] += 1
+
+    def _publish_diagnostics(self) -> None:
+        with self.lock:
+            counts = dict(self.counts)
+            latency = float(np.mean(self.latencies)) if self.latencies else 0.0
+        status = DiagnosticStatus(level=DiagnosticStatus.OK, name=f"{self.get_name()}: detector",
+                                  hardware_id=str(self.detector.device), message="running")
+        if counts["failed"] or counts["bad_input"]:
+            status.level, status.message = DiagnosticStatus.WARN, "frames skipped (bad input or failed detection)"
+        values = {**counts, "latency_ms": round(latency * 1000, 1)}
+        status.values = [KeyValue(key=k, value=str(v)) for k, v in values.items()]
+        msg = DiagnosticArray(status=[status])
+        msg.header.stamp = self.get_clock().now().to_msg()
+        self.pub_diag.publish(msg)
+
+    def stop(self) -> None:
+        """Stop the worker thread (after the frame in progress)."""
+        with self.lock:
+            self.running = False
+            self.wake.notify_all()
+        self.worker.join(timeout=10.0)
+
+
+def to_bgr8(msg: Image) -> np.ndarray:
+    """Any supported Image as (H,W,3) uint8 BGR (16-bit and float frames scaled from [0,1] to 8 bits)."""
+    arr = conversions.image_to_numpy(msg)
+    if arr.dtype == np.uint8:
+        return conversions.to_bgr(arr, msg.encoding)  # (H,W,3)
+    unit = conversions.to_unit_float(arr, msg.encoding)  # (H,W) or (H,W,3) in [0,1]
+    u8 = np.clip(np.rint(unit * 255.0), 0, 255).astype(np.uint8)
+    return np.repeat(u8[:, :, None], 3, axis=2) if u8.ndim == 2 else u8  # (H,W,3)
+
+
+def to_json_dict(dets: Detections, header: Any, shape: tuple[int, ...]) -> dict[str, Any]:
+    """The detections/json payload (see the module docstring)."""
+    items = []
+    for (x1, y1, x2, y2), score, cid, name in zip(
+        dets.boxes, dets.scores, dets.class_ids, dets.class_names(), strict=True
+    ):
+        items.append({
+            "class_id": int(cid), "class_name": name, "score": round(float(score), 4),
+            "bbox": {"center_x": round(float(x1 + x2) / 2, 2), "center_y": round(float(y1 + y2) / 2, 2),
+                     "size_x": round(float(x2 - x1), 2), "size_y": round(float(y2 - y1), 2)},
+        })
+    return {
+        "header": {"stamp": {"sec": int(header.stamp.sec), "nanosec": int(header.stamp.nanosec)},
+                   "frame_id": header.frame_id},
+        "image": {"width": int(shape[1]), "height": int(shape[0])},
+        "detections": items,
+    }
+
+
+def to_detection2d_array(dets: Detections, header: Any) -> Any:
+    """vision_msgs/Detection2DArray (vision_msgs ≥ 3: hypothesis.class_id is the class name)."""
+    out = Detection2DArray(header=header)
+    for (x1, y1, x2, y2), score, name in zip(dets.boxes, dets.scores, dets.class_names(), strict=True):
+        det = Detection2D(header=header)
+        hyp = ObjectHypothesisWithPose()
+        hyp.hypothesis.class_id = name
+        hyp.hypothesis.score = float(score)
+        det.results.append(hyp)
+        det.bbox.center.position.x = float(x1 + x2) / 2
+        det.bbox.center.position.y = float(y1 + y2) / 2
+        det.bbox.size_x = float(x2 - x1)
+        det.bbox.size_y = float(y2 - y1)
+        out.detections.append(det)
+    return out
+
+
+def _descriptor(spec: ParamSpec) -> ParameterDescriptor:
+    desc = ParameterDescriptor(name=spec.name, description=spec.description, read_only=spec.read_only)
+    if spec.name == "classes":
+        desc.dynamic_typing = True  # names (string array) or ids (integer array)
+    elif spec.low is not None and isinstance(spec.default, int):
+        desc.integer_range = [IntegerRange(from_value=int(spec.low), to_value=int(spec.high), step=1)]
+    elif spec.low is not None and isinstance(spec.default, float):
+        desc.floating_point_range = [FloatingPointRange(from_value=float(spec.low), to_value=float(spec.high))]
+    return desc
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console entry point: run the node until shutdown; a bad model or parameter exits 1 with one line."""
+    rclpy.init(args=argv if argv is not None else sys.argv)
+    node = None
+    try:
+        try:
+            node = DetectorNode()
+        except StartupError as exc:
+            print(f"dig2dig_detector: error: {exc}", file=sys.stderr)
+            return 1
+        rclpy.spin(node)
+    except (KeyboardInterrupt, rclpy.executors.ExternalShutdownException):
+        pass
+    finally:
+        if node is not None:
+            node.stop()
+            node.destroy_node()
+        if rclpy.ok():
+            rclpy.shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
