@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from dig2dig_ros.core.device import resolve_device
 from dig2dig_ros.core.priors import Prior, load_prior
 from dig2dig_ros.train_prior import find_images, is_listed, read_list, read_luminance
 
@@ -71,9 +72,10 @@ def run_prior_eval(
     list_file: str | Path | None = None,
     max_side: int = DEFAULT_MAX_SIDE,
     seed: int = 0,
-    device: str = "cpu",
+    device: str = "auto",
 ) -> dict:
     """Mean x0 PSNR per t: ``{"prior", "images", "psnr": {t: dB}, "per_image": {t: [dB, ...]}}``."""
+    device = str(resolve_device(device))
     prior = load_prior(prior_spec, device)
     multiple = math.lcm(EVAL_MULTIPLE, prior.multiple)
     per_image: dict[int, list[float]] = {int(t): [] for t in ts}
@@ -111,7 +113,7 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     p.add_argument("--list", type=Path, help="only the images listed in this split file (paths relative)")
     p.add_argument("--max-side", type=int, default=DEFAULT_MAX_SIDE)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     return p
 
 
