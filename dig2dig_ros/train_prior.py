@@ -144,14 +144,21 @@ def learning_rate(step: int, s: TrainSettings) -> float:
     return s.lr * (s.min_lr_ratio + (1 - s.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
-def save_weights(ema: BundledPrior, cfg: BundledConfig, out: Path, meta: dict) -> None:
-    """Write the EMA weights (safetensors, float32) and the config JSON with the weights' sha256."""
+def save_weights(ema: BundledPrior, cfg: BundledConfig, out: Path, meta: dict,
+                 dtype: torch.dtype = torch.float32) -> None:
+    """Write the EMA weights (safetensors, in ``dtype``) and the config JSON with the weights' sha256.
+
+    The config's ε fingerprint is computed from the weights as stored (after any rounding to ``dtype``).
+    """
     out.parent.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().to(dtype).contiguous() for k, v in ema.state_dict().items()}
     tmp = out.with_name(out.name + ".tmp")
-    save_file({k: v.detach().float().contiguous() for k, v in ema.state_dict().items()}, str(tmp))
+    save_file(state, str(tmp))
     tmp.replace(out)
+    stored = BundledPrior(cfg)
+    stored.load_state_dict({k: v.float() for k, v in state.items()})
     cfg.weights_sha256 = hashlib.sha256(out.read_bytes()).hexdigest()
-    cfg.meta = dict(meta, check=fingerprint(ema))
+    cfg.meta = dict(meta, check=fingerprint(stored.eval()))
     out.with_suffix(".json").write_text(cfg.to_json() + "\n")
 
 
