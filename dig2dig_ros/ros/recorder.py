@@ -214,6 +214,8 @@ def main(argv: list[str] | None = None) -> int:
     if recorder is not None:
         for line in recorder.errors:
             print(f"error: {line}", file=sys.stderr)
+        for topic in recorder.pending:
+            print(f"warning: no publisher appeared on {topic}", file=sys.stderr)
         per_topic = ", ".join(f"{t} {n}" for t, n in recorder.counts.items())
         print(f"recorded {recorder.total} messages in {time.monotonic() - started:.1f} s to {args.bag}: {per_topic}",
               flush=True)
