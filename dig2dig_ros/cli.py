@@ -81,13 +81,6 @@ def write_weights(folder: Path, result: FusionResult) -> list[Path]:
     return paths
 
 
-def dig_overlay(result: FusionResult, source: int = 0) -> np.ndarray:
-    """A colour map of source `source`'s weight (blue 0 → red 1) blended over the fused image, BGR uint8."""
-    fused = result.fused if result.fused.ndim == 3 else cv2.cvtColor(result.fused, cv2.COLOR_GRAY2BGR)
-    heat = cv2.applyColorMap(imaging.to_uint8(result.weights[source]), cv2.COLORMAP_JET)
-    return cv2.addWeighted(fused, 0.5, heat, 0.5, 0)
-
-
 def cmd_fuse(args: argparse.Namespace) -> int:
     if len(args.sources) < 2:
         raise FusionError(f"need at least two source images, got {len(args.sources)}")
@@ -144,7 +137,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     result = build_fuser(args)([ir, vis])
     files = {
         "sample_ir.png": ir, "sample_visible.png": vis, "fused.png": result.fused,
-        "dig_overlay.png": dig_overlay(result),
+        "dig_overlay.png": imaging.weight_overlay(result.fused, result.weights[0]),
     }
     for name, img in files.items():
         write_image(out / name, img)

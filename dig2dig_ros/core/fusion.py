@@ -49,11 +49,12 @@ class Fuser:
     def __init__(self, config: FusionConfig, prior: Prior | str = "bundled", device: str = "auto") -> None:
         self.config = config.validate()
         self.device = resolve_device(device)
-        self.timesteps = [int(t) for t in make_timesteps(config.sampler.steps, config.sampler.spacing)]
         if config.method in ("dig", "static"):
             self.prior = load_prior(prior, self.device) if isinstance(prior, str) else prior.to(self.device)
+            num_train = len(self.prior.alphas_cumprod)  # a diffusers prior may not have 1000 steps
+            self.timesteps = [int(t) for t in make_timesteps(config.sampler.steps, config.sampler.spacing, num_train)]
         elif config.method in _classical_methods():
-            self.prior = None
+            self.prior, self.timesteps = None, []
         else:
             names = ", ".join(["dig", "static", *sorted(_classical_methods())])
             raise FusionError(f"unknown method {config.method!r}; available: {names}")

@@ -121,6 +121,13 @@ def to_output(y: np.ndarray, mode: str) -> np.ndarray:
     return np.clip((y + 1) / 2, 0, 1)
 
 
+def weight_overlay(fused: np.ndarray, weight: np.ndarray) -> np.ndarray:
+    """A weight map (H,W) in [0,1] as a JET colour map (blue 0 → red 1) blended over the fused image; BGR uint8."""
+    base = fused if fused.ndim == 3 else cv2.cvtColor(fused, cv2.COLOR_GRAY2BGR)
+    heat = cv2.applyColorMap(to_uint8(weight), cv2.COLORMAP_JET)
+    return cv2.addWeighted(base, 0.5, heat, 0.5, 0)
+
+
 def to_uint8(img: np.ndarray) -> np.ndarray:
     """float [0,1] → uint8, rounded."""
     return np.clip(np.rint(img * 255.0), 0, 255).astype(np.uint8)

@@ -1,0 +1,133 @@
+"""The one description of the graph that both `launch/fusion.launch.py` and `dig2dig-ros launch` start.
+
+`build_graph(arguments)` turns launch arguments (name → string value, as `name:=value` gives them) into the
+nodes to run, with their parameter files, parameter overrides and remaps. No ROS import here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+PACKAGE = "dig2dig_ros"
+
+
+def package_share() -> Path:
+    """The folder holding config/ and launch/: the source tree when run from it, else the installed share."""
+    source_tree = Path(__file__).resolve().parents[2]
+    if (source_tree / "config" / "fusion.yaml").is_file():
+        return source_tree
+    from ament_index_python.packages import get_package_share_directory
+
+    return Path(get_package_share_directory(PACKAGE))
+
+
+@dataclass(frozen=True)
+class LaunchArgument:
+    """A launch argument: its default (a string, as launch sees it) and what it does."""
+
+    default: str
+    description: str
+
+
+LAUNCH_ARGUMENTS: dict[str, LaunchArgument] = {
+    "params_file": LaunchArgument("", "YAML parameters for the nodes (default: config/fusion.yaml)"),
+    "namespace": LaunchArgument("", "namespace for every node"),
+    "use_sim_time": LaunchArgument("false", "follow /clock (bag replay with --clock)"),
+    "ir_topic": LaunchArgument("ir/image", "infrared image topic"),
+    "visible_topic": LaunchArgument("visible/image", "visible image topic"),
+    "prior": LaunchArgument("", "override the prior (bundled, wiener, adm:PATH, diffusers:DIR)"),
+    "device": LaunchArgument("", "override the device (auto, cpu, cuda)"),
+    "working_size": LaunchArgument("", "override the long side fusion runs at, in pixels"),
+    "detect": LaunchArgument("false", "also start the YOLOv5 detector on fused/image"),
+    "detector_model": LaunchArgument("", "folder of the converted YOLOv5 model (dig2dig-convert-yolov5)"),
+    "rviz": LaunchArgument("false", "start RViz with config/fusion.rviz (real ROS 2 only)"),
+    "log_level": LaunchArgument("info", "logging level of the nodes"),
+}
+
+
+@dataclass
+class NodeSpec:
+    """One node to start: what `launch_ros.actions.Node` takes, and what the runner turns into a command."""
+
+    executable: str
+    name: str
+    namespace: str
+    params_files: list[str]
+    parameters: dict[str, object] = field(default_factory=dict)
+    remappings: list[tuple[str, str]] = field(default_factory=list)
+    log_level: str = "info"
+
+    def ros_arguments(self) -> list[str]:
+        """The `--ros-args ...` part of a command line for this node."""
+        args = ["--ros-args", "-r", f"__node:={self.name}", "--log-level", self.log_level]
+        if self.namespace:
+            args += ["-r", f"__ns:={self.namespace}"]
+        for path in self.params_files:
+            args += ["--params-file", path]
+        for key, value in self.parameters.items():
+            args += ["-p", f"{key}:={_yaml_value(value)}"]
+        for src, dst in self.remappings:
+            args += ["-r", f"{src}:={dst}"]
+        return args
+
+
+def _yaml_value(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def _truthy(text: str) -> bool:
+    if text.lower() in ("true", "1", "yes", "on"):
+        return True
+    if text.lower() in ("false", "0", "no", "off", ""):
+        return False
+    raise ValueError(f"expected true or false, got {text!r}")
+
+
+def resolve_arguments(given: dict[str, str]) -> dict[str, str]:
+    """Defaults filled in; unknown names raise ValueError listing the known ones."""
+    unknown = sorted(set(given) - set(LAUNCH_ARGUMENTS))
+    if unknown:
+        raise ValueError(f"unknown launch argument(s) {', '.join(unknown)}; known: {', '.join(LAUNCH_ARGUMENTS)}")
+    args = {name: arg.default for name, arg in LAUNCH_ARGUMENTS.items()}
+    args.update(given)
+    if not args["params_file"]:
+        args["params_file"] = str(package_share() / "config" / "fusion.yaml")
+    return args
+
+
+def build_graph(given: dict[str, str]) -> list[NodeSpec]:
+    """The nodes for these launch arguments (values as strings, as `name:=value` gives them)."""
+    args = resolve_arguments(given)
+    sim = _truthy(args["use_sim_time"])
+    namespace = args["namespace"].strip("/")
+    fusion_params: dict[str, object] = {"use_sim_time": sim}
+    if args["prior"]:
+        fusion_params["prior"] = args["prior"]
+    if args["device"]:
+        fusion_params["device"] = args["device"]
+    if args["working_size"]:
+        fusion_params["working_size"] = int(args["working_size"])
+    remaps = []
+    if args["ir_topic"] != "ir/image":
+        remaps.append(("ir/image", args["ir_topic"]))
+    if args["visible_topic"] != "visible/image":
+        remaps.append(("visible/image", args["visible_topic"]))
+    nodes = [NodeSpec("dig2dig_fusion", "dig2dig_fusion", namespace, [args["params_file"]], fusion_params,
+                      remaps, args["log_level"])]
+    if _truthy(args["detect"]):
+        detector_params: dict[str, object] = {"use_sim_time": sim}
+        if args["detector_model"]:
+            detector_params["model_path"] = args["detector_model"]
+        if args["device"]:
+            detector_params["device"] = args["device"]
+        nodes.append(NodeSpec("dig2dig_detector", "dig2dig_detector", namespace, [args["params_file"]],
+                              detector_params, [], args["log_level"]))
+    return nodes
+
+
+def fastdds_profile() -> Path:
+    """The Fast DDS shared-memory profile every way of starting the graph uses."""
+    return package_share() / "config" / "fastdds_profile.xml"
