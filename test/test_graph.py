@@ -1,0 +1,101 @@
+"""The launch file and the runner start the same graph: same nodes, parameters, files and remaps."""
+
+import importlib.util
+import sys
+import types
+from pathlib import Path
+
+import pytest
+
+from dig2dig_ros.ros.graph import LAUNCH_ARGUMENTS, build_graph
+from dig2dig_ros.ros.launcher import node_command, parse_launch_arguments
+
+LAUNCH_FILE = Path(__file__).resolve().parents[1] / "launch" / "fusion.launch.py"
+
+
+class _Recorded:
+    def __init__(self, *args, **kwargs):
+        self.args, self.kwargs = args, kwargs
+
+
+class _LaunchConfiguration:
+    def __init__(self, name):
+        self.name = name
+
+    def perform(self, context):
+        return context.launch_configurations[self.name]
+
+
+@pytest.fixture()
+def launch_module(monkeypatch):
+    """fusion.launch.py imported against stand-ins for `launch` and `launch_ros` (not on PyPI)."""
+    launch = types.ModuleType("launch")
+    launch.LaunchDescription = lambda entities: list(entities)
+    actions = types.ModuleType("launch.actions")
+    for name in ("DeclareLaunchArgument", "OpaqueFunction", "SetEnvironmentVariable"):
+        setattr(actions, name, type(name, (_Recorded,), {}))
+    substitutions = types.ModuleType("launch.substitutions")
+    substitutions.LaunchConfiguration = _LaunchConfiguration
+    launch_ros = types.ModuleType("launch_ros")
+    ros_actions = types.ModuleType("launch_ros.actions")
+    ros_actions.Node = type("Node", (_Recorded,), {})
+    for name, module in {"launch": launch, "launch.actions": actions, "launch.substitutions": substitutions,
+                         "launch_ros": launch_ros, "launch_ros.actions": ros_actions}.items():
+        monkeypatch.setitem(sys.modules, name, module)
+    spec = importlib.util.spec_from_file_location("fusion_launch", LAUNCH_FILE)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _launched_nodes(module, given):
+    entities = module.generate_launch_description()
+    declared = {e.args[0]: e.kwargs["default_value"] for e in entities if type(e).__name__ == "DeclareLaunchArgument"}
+    context = types.SimpleNamespace(launch_configurations={**declared, **given})
+    (opaque,) = [e for e in entities if type(e).__name__ == "OpaqueFunction"]
+    return declared, entities, opaque.kwargs["function"](context)
+
+
+@pytest.mark.parametrize("given", [
+    {},
+    {"namespace": "robot1", "use_sim_time": "true", "prior": "wiener", "working_size": "160"},
+    {"detect": "true", "detector_model": "/models/yolov5n", "ir_topic": "/thermal/image_raw", "device": "cpu"},
+])
+def test_launch_file_and_runner_describe_the_same_graph(launch_module, given):
+    declared, entities, nodes = _launched_nodes(launch_module, given)
+    assert set(declared) == set(LAUNCH_ARGUMENTS)
+    env = [e.args for e in entities if type(e).__name__ == "SetEnvironmentVariable"]
+    assert env and env[0][0] == "FASTDDS_DEFAULT_PROFILES_FILE" and env[0][1].endswith("fastdds_profile.xml")
+    specs = build_graph(given)
+    assert [n.kwargs["executable"] for n in nodes] == [s.executable for s in specs]
+    for node, spec in zip(nodes, specs, strict=True):
+        kw = node.kwargs
+        assert (kw["name"], kw["namespace"]) == (spec.name, spec.namespace)
+        assert kw["parameters"] == [*spec.params_files, spec.parameters]
+        assert kw["remappings"] == spec.remappings
+        command = node_command(spec)
+        for path in spec.params_files:
+            assert path in command
+        for key in spec.parameters:
+            assert any(arg.startswith(f"{key}:=") for arg in command), key
+        if given.get("namespace"):
+            assert f"__ns:={given['namespace']}" in command
+
+
+def test_arguments_reach_the_nodes():
+    specs = build_graph({"detect": "true", "use_sim_time": "true", "working_size": "200",
+                         "visible_topic": "/cam/rgb/image_raw"})
+    fusion, detector = specs
+    assert fusion.parameters == {"use_sim_time": True, "working_size": 200}
+    assert ("visible/image", "/cam/rgb/image_raw") in fusion.remappings
+    assert detector.executable == "dig2dig_detector" and detector.parameters["use_sim_time"] is True
+    assert len(build_graph({})) == 1  # the detector is optional
+
+
+def test_bad_launch_arguments_are_refused():
+    with pytest.raises(ValueError, match="unknown launch argument"):
+        build_graph({"detetc": "true"})
+    with pytest.raises(ValueError, match="name:=value"):
+        parse_launch_arguments(["detect=true"])
+    with pytest.raises(ValueError, match="true or false"):
+        build_graph({"detect": "maybe"})
