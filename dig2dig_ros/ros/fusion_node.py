@@ -30,6 +30,9 @@ from dig2dig_ros.ros import conversions
 from dig2dig_ros.ros.params import all_params, check_value, fusion_config
 from dig2dig_ros.ros.sync import ApproximateTimeSynchronizer, Subscriber
 
+# A stamp this far behind its input's previous one means time restarted (bag loop, camera restart).
+TIME_JUMP_BACK_S = 1.0
+
 
 class StartupError(RuntimeError):
     """A configuration that cannot start (unknown prior, missing checkpoint, bad parameter)."""
@@ -62,6 +65,7 @@ class FusionNode(Node):
         self.latencies: deque[float] = deque(maxlen=100)
         self.skews: deque[float] = deque(maxlen=100)
         self.arrivals = {"ir": deque(maxlen=50), "visible": deque(maxlen=50)}
+        self.last_stamps: dict[str, float] = {}
         self.running = True
 
         depth = values["qos.input_depth"]
@@ -120,14 +124,43 @@ class FusionNode(Node):
     # -- subscribe → synchronise → keep newest --------------------------------------------------------------
     def _arrived(self, msg: Any, name: str) -> None:
         self.arrivals[name].append(time.monotonic())
+        stamp = _stamp_s(msg) if hasattr(msg, "header") else None
+        last = self.last_stamps.get(name)
+        if stamp is not None and last is not None and stamp < last - TIME_JUMP_BACK_S:
+            # A bag replayed in a loop (or a restarted camera): start synchronising afresh.
+            self.sync.reset()
+            self.get_logger().info(f"{name} time jumped back {last - stamp:.1f} s: synchroniser reset")
+        if stamp is not None:
+            self.last_stamps[name] = stamp
 
     def _on_pair(self, ir_msg: Any, vis_msg: Any) -> None:
+        problem = self._check_pair(ir_msg, vis_msg)
         with self.lock:
             self.counts["pairs"] += 1
-            if self.pending is not None:
+            if problem:  # a bad pair never displaces a good one waiting for the worker
+                self.counts["bad_input"] += 1
+            elif self.pending is not None:
                 self.counts["dropped_busy"] += 1
-            self.pending = (ir_msg, vis_msg)
-            self.wake.notify()
+            if not problem:
+                self.pending = (ir_msg, vis_msg)
+                self.wake.notify()
+        if problem:
+            self.get_logger().warning(f"skipping a pair: {problem}", throttle_duration_sec=5.0)
+
+    def _check_pair(self, ir_msg: Any, vis_msg: Any) -> str | None:
+        """What is wrong with a pair that can be told without decoding it, or None."""
+        if isinstance(ir_msg, CompressedImage):
+            return None
+        for name, msg in (("infrared", ir_msg), ("visible", vis_msg)):
+            if msg.encoding not in conversions.ENCODINGS:
+                return f"{name} encoding {msg.encoding!r} is not supported ({', '.join(conversions.ENCODINGS)})"
+            if msg.width == 0 or msg.height == 0:
+                return f"{name} image is empty ({msg.width}x{msg.height})"
+        sizes = (ir_msg.width, ir_msg.height), (vis_msg.width, vis_msg.height)
+        if sizes[0] != sizes[1] and self.fuser.config.resize == "none":
+            return (f"infrared {sizes[0][0]}x{sizes[0][1]} and visible {sizes[1][0]}x{sizes[1][1]} differ "
+                    "(set the resize parameter to fuse them anyway)")
+        return None
 
     # -- worker: convert → fuse → publish --------------------------------------------------------------------
     def _work(self) -> None:
@@ -146,7 +179,7 @@ class FusionNode(Node):
         values = self._values()
         try:
             ir, vis = self._to_array(ir_msg, thermal=True), self._to_array(vis_msg, thermal=False)
-            if ir.shape[:2] != vis.shape[:2] and fuser.config.resize == "none":
+            if ir.shape[:2] != vis.shape[:2] and fuser.config.resize == "none":  # compressed inputs
                 raise conversions.ConversionError(
                     f"infrared {ir.shape[1]}x{ir.shape[0]} and visible {vis.shape[1]}x{vis.shape[0]} differ "
                     "(set the resize parameter to fuse them anyway)")
