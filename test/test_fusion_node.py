@@ -7,6 +7,7 @@ and reads the node's counters from /diagnostics.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import signal
 import subprocess
@@ -55,15 +56,33 @@ def _params_file(tmp_path: Path) -> Path:
     params["sampler"]["steps"] = 4
     params["dig"]["interval"] = 2
     params["qos"]["reliable_inputs"] = True
-    params["qos"]["output_depth"] = 10  # the test subscriber must not lose fused frames while it is busy
+    # Deep enough queues that a busy machine loses nothing in DDS before the node can count it.
+    params["qos"]["input_depth"] = 20
+    params["qos"]["output_depth"] = 20
     path = tmp_path / "fusion.yaml"
     path.write_text(yaml.safe_dump(config))
     return path
 
 
-def _shm_files() -> set[str]:
-    shm = Path("/dev/shm")
-    return {p.name for p in shm.iterdir() if p.name.startswith("fast")} if shm.is_dir() else set()
+def _stale_shm_segments() -> set[str]:
+    """Fast DDS shared-memory segments whose owner is gone (their `_el` lock is free): what `kill -9` leaves."""
+    stale = set()
+    for lock in Path("/dev/shm").glob("fastrtps_*_el"):
+        if lock.name.startswith("fastrtps_port"):
+            continue  # per-domain port files are shared by design
+        try:
+            fd = os.open(lock, os.O_RDWR)
+        except OSError:
+            continue
+        try:
+            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.lockf(fd, fcntl.LOCK_UN)
+            stale.add(lock.name[: -len("_el")])
+        except OSError:
+            pass  # held by a live participant
+        finally:
+            os.close(fd)
+    return stale
 
 
 def test_node_fuses_full_size_llvip_pairs_and_counts_everything(shared_data, ros_env, tmp_path):
@@ -73,7 +92,7 @@ def test_node_fuses_full_size_llvip_pairs_and_counts_everything(shared_data, ros
                cv2.imread(str(llvip / "vis" / f"{s}.jpg"))) for s in stems]
     rclpy.init()
     node = rclpy.create_node("test_fusion_player")
-    shm_before = _shm_files()
+    stale_before = _stale_shm_segments()
     runner = subprocess.Popen(
         [sys.executable, "-m", "dig2dig_ros.ros.cli", "launch", f"params_file:={_params_file(tmp_path)}"],
         env=ros_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
@@ -148,4 +167,5 @@ def test_node_fuses_full_size_llvip_pairs_and_counts_everything(shared_data, ros
         rclpy.shutdown()
     assert runner.returncode == 0, output
     assert "skipping a pair" in output and "fused 1 frames" in output
-    assert not (_shm_files() - shm_before), "Fast DDS shared-memory files were left behind"
+    left = _stale_shm_segments() - stale_before
+    assert not left, f"Fast DDS shared-memory segments were left behind: {sorted(left)}"
