@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from dig2dig_ros.core import imaging, metrics
-from dig2dig_ros.core.config import TASKS, FusionConfig
+from dig2dig_ros.core.config import RESIZE_POLICIES, TASKS, FusionConfig
 from dig2dig_ros.core.fusion import Fuser, FusionError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
@@ -207,7 +207,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--prior", default="bundled", help="bundled, wiener, adm:PATH, diffusers:DIR")
     parser.add_argument("--seed", type=int, default=defaults.sampler.seed)
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
-    parser.add_argument("--resize", default="none", help="policy for sources of different sizes")
+    parser.add_argument("--resize", choices=RESIZE_POLICIES, default="none",
+                        help="policy for sources of different sizes (default: error)")
     parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                         help="any fusion setting by dotted name, e.g. dig.interval=5 (repeatable)")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
