@@ -85,6 +85,13 @@ def trace_dig(fuser: Fuser, images: list[np.ndarray]) -> DigTrace:
     return DigTrace(np.array(levels), np.sqrt((1 - ab) / ab), cumulative, y, max(work) / max(size))
 
 
+def half_gain_level(levels: np.ndarray, curve: np.ndarray) -> int | None:
+    """The first timestep by which a cumulative curve (U,) reaches half its final value; None if that is ≤ 0."""
+    if curve[-1] <= 0:
+        return None
+    return int(levels[int(np.argmax(curve >= 0.5 * curve[-1]))])
+
+
 def _level_reached(timesteps: list[int], step: int, dig) -> int:
     """The timestep down to which the gain of the update at `step` was measured (−1 for the clean source)."""
     if dig.space == "xt":
@@ -229,7 +236,8 @@ def run(args: argparse.Namespace) -> int:
     render(trace, regions, Path(args.output), (width, height), args.axis, labels)
     print(f"wrote {args.output} ({len(trace.levels)} points from t={trace.levels[0]} to t={trace.levels[-1]})")
     for region in [*regions, Region("whole image", (0, 0, size[1], size[0]))]:
-        final = region.mean_std(trace.cumulative[-1])[0]
-        values = ", ".join(f"{lab} {v:.4f}" for lab, v in zip(labels, final, strict=False))
+        mean = region.mean_std(trace.cumulative)[0]  # (U,K)
+        values = ", ".join(f"{lab} {mean[-1, k]:.4f} (half by t={half_gain_level(trace.levels, mean[:, k])})"
+                           for k, lab in enumerate(labels[: mean.shape[1]]))
         print(f"  {region.name} {region.box}: final cumulative DIG {values}")
     return 0

@@ -29,7 +29,7 @@ from dig2dig_ros.core.fusion import Fuser
 from dig2dig_ros.core.priors import Prior, load_prior
 from dig2dig_ros.evaluate import Row, Sample, Score, evaluate_fuser, find_samples, markdown_table
 from dig2dig_ros.plot_dig import Region as PlotRegion
-from dig2dig_ros.plot_dig import auto_regions, trace_dig
+from dig2dig_ros.plot_dig import auto_regions, half_gain_level, trace_dig
 
 REPO = Path(__file__).resolve().parents[1]
 DATASETS = (("LLVIP", "vif/llvip"), ("MSRS", "vif/msrs"), ("TNO", "vif/tno"), ("RoadScene", "vif/roadscene"),
@@ -128,10 +128,13 @@ def region_gains(prior: Prior, subset: Sequence[Sample], max_side: int, steps: i
     """Final cumulative DIG per source in plot-dig's automatic regions, for the first pair of each VIF dataset."""
     config = with_overrides(FusionConfig(), {"max_side": max_side, "sampler.steps": steps, "dig.interval": 1})
     fuser = Fuser(config, prior=prior, device="cpu")
-    lines = [f"Cumulative DIG at the clean end (DIG-{steps}, updated every step, working size {max_side}), mean over "
-             "each region found by `dig2dig plot-dig` (infrared / visible). The paper's Fig. 5 expects the infrared "
-             "gain to dominate where a person is hot and the visible gain where the visible image is lit or "
-             "textured. Figure: `dig2dig plot-dig IR VIS -o fig.png --prior P`.", "",
+    lines = [f"Cumulative DIG (DIG-{steps}, updated every step, working size {max_side}), mean over each region "
+             "found by `dig2dig plot-dig`, as infrared / visible: the final value, then the timestep by which half "
+             "of it was gained. The paper's Fig. 5 expects the infrared gain to dominate where a person is hot and "
+             "the visible gain where the visible image is lit or textured, and the modalities to be restored at "
+             "different speeds. With the default `x0`/`ahead` reading the gains telescope, so the final value is "
+             "about the source's local variance in the region whatever the prior; only the timing depends on the "
+             "prior. Figure: `dig2dig plot-dig IR VIS -o fig.png --prior P`.", "",
              "| pair | bright in infrared | lit in visible | textured in visible | whole image |",
              "|---|---:|---:|---:|---:|"]
     seen = set()
@@ -145,8 +148,9 @@ def region_gains(prior: Prior, subset: Sequence[Sample], max_side: int, steps: i
         regions = [*auto_regions(trace.sources), PlotRegion("whole", (0, 0, w, h))]
         cells = []
         for region in regions:
-            ir, vis = region.mean_std(trace.cumulative[-1])[0]
-            cells.append(f"{ir:.4f} / {vis:.4f}")
+            mean = region.mean_std(trace.cumulative)[0]  # (U,K)
+            half = [half_gain_level(trace.levels, mean[:, k]) for k in range(2)]
+            cells.append(f"{mean[-1, 0]:.4f} / {mean[-1, 1]:.4f}; t½ {half[0]} / {half[1]}")
         lines.append(f"| {dataset}/{sample.name} | " + " | ".join(cells) + " |")
     return [*lines, ""]
 
