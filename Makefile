@@ -22,8 +22,9 @@ test: setup
 lint: setup
 	$(VENV)/bin/ruff check .
 
+# LLVIP=/path/to/folder (with ir/ and vis/) replays those pairs instead of the shipped synthetic sample.
 demo: setup
-	$(VENV)/bin/dig2dig demo --out demo_output
+	$(VENV)/bin/dig2dig-ros demo --out demo_output $(if $(LLVIP),--llvip $(LLVIP))
 
 bench: setup
 	$(PY) benchmarks/sampler.py

@@ -10,7 +10,7 @@ from launch.actions import DeclareLaunchArgument, OpaqueFunction, SetEnvironment
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
-from dig2dig_ros.ros.graph import LAUNCH_ARGUMENTS, build_graph, fastdds_profile, package_share
+from dig2dig_ros.ros.graph import LAUNCH_ARGUMENTS, PROFILE_VARIABLES, build_graph, fastdds_profile, package_share
 
 
 def _nodes(context):
@@ -36,7 +36,7 @@ def _nodes(context):
 
 def generate_launch_description():
     return LaunchDescription([
-        SetEnvironmentVariable("FASTDDS_DEFAULT_PROFILES_FILE", str(fastdds_profile())),
+        *[SetEnvironmentVariable(name, str(fastdds_profile())) for name in PROFILE_VARIABLES],
         *[DeclareLaunchArgument(name, default_value=arg.default, description=arg.description)
           for name, arg in LAUNCH_ARGUMENTS.items()],
         OpaqueFunction(function=_nodes),

@@ -27,6 +27,7 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy  # noqa: E402
 from sensor_msgs.msg import Image  # noqa: E402
 
 from dig2dig_ros.ros.conversions import image_to_numpy, numpy_to_image  # noqa: E402
+from dig2dig_ros.ros.graph import PROFILE_VARIABLES  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 GOOD_PAIRS = 8
@@ -45,7 +46,8 @@ def _spin_until(node, predicate, timeout: float) -> bool:
 def ros_env(monkeypatch):
     monkeypatch.setenv("ROS_DOMAIN_ID", str(100 + os.getpid() % 100))
     monkeypatch.setenv("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
-    monkeypatch.setenv("FASTDDS_DEFAULT_PROFILES_FILE", str(REPO / "config" / "fastdds_profile.xml"))
+    for name in PROFILE_VARIABLES:  # the test publisher sends full-size frames best effort too
+        monkeypatch.setenv(name, str(REPO / "config" / "fastdds_profile.xml"))
     return dict(os.environ)
 
 
@@ -55,7 +57,6 @@ def _params_file(tmp_path: Path) -> Path:
     params.update({"prior": "wiener", "device": "cpu", "working_size": 128, "log_every": 1})
     params["sampler"]["steps"] = 4
     params["dig"]["interval"] = 2
-    params["qos"]["reliable_inputs"] = True
     # Deep enough queues that a busy machine loses nothing in DDS before the node can count it.
     params["qos"]["input_depth"] = 20
     params["qos"]["output_depth"] = 20
@@ -108,6 +109,9 @@ def test_node_fuses_full_size_llvip_pairs_and_counts_everything(shared_data, ros
         ready = _spin_until(node, lambda: pub_ir.get_subscription_count() and pub_vis.get_subscription_count()
                             and node.count_publishers("fused/image"), timeout=90)
         assert ready, "the fusion node did not come up"
+        # Our publishers see the node's readers; give the node's readers time to see our writers too (a
+        # best-effort reader drops samples from writers it has not discovered yet).
+        _spin_until(node, lambda: False, timeout=2.0)
         stamps = []
         bad = [("yuv422", None), ("mismatch", None)]  # two bad pairs among the good ones
         schedule = [*frames[:3], *bad, *frames[3:]]

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from dig2dig_ros.ros.graph import LAUNCH_ARGUMENTS, build_graph
+from dig2dig_ros.ros.graph import LAUNCH_ARGUMENTS, PROFILE_VARIABLES, build_graph
 from dig2dig_ros.ros.launcher import node_command, parse_launch_arguments
 
 LAUNCH_FILE = Path(__file__).resolve().parents[1] / "launch" / "fusion.launch.py"
@@ -65,7 +65,8 @@ def test_launch_file_and_runner_describe_the_same_graph(launch_module, given):
     declared, entities, nodes = _launched_nodes(launch_module, given)
     assert set(declared) == set(LAUNCH_ARGUMENTS)
     env = [e.args for e in entities if type(e).__name__ == "SetEnvironmentVariable"]
-    assert env and env[0][0] == "FASTDDS_DEFAULT_PROFILES_FILE" and env[0][1].endswith("fastdds_profile.xml")
+    assert {name for name, _ in env} == set(PROFILE_VARIABLES)  # Fast DDS 2.x and 3.x names
+    assert all(path.endswith("fastdds_profile.xml") for _, path in env)
     specs = build_graph(given)
     assert [n.kwargs["executable"] for n in nodes] == [s.executable for s in specs]
     for node, spec in zip(nodes, specs, strict=True):

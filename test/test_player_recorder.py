@@ -13,6 +13,7 @@ import pytest
 
 from dig2dig_ros.ros import bag
 from dig2dig_ros.ros.bag import BagError
+from dig2dig_ros.ros.graph import PROFILE_VARIABLES
 
 pytest.importorskip("rclpy")
 pytestmark = pytest.mark.ros
@@ -27,7 +28,7 @@ def ros_env() -> dict[str, str]:
                PYTHONUNBUFFERED="1")
     profile = REPO / "config" / "fastdds_profile.xml"
     if profile.is_file():
-        env["FASTDDS_DEFAULT_PROFILES_FILE"] = str(profile)
+        env.update(dict.fromkeys(PROFILE_VARIABLES, str(profile)))
     return env
 
 

@@ -128,6 +128,19 @@ def build_graph(given: dict[str, str]) -> list[NodeSpec]:
     return nodes
 
 
+# Fast DDS 2.x (Jazzy) reads FASTRTPS_DEFAULT_PROFILES_FILE; 3.x (Kilted and later) FASTDDS_DEFAULT_PROFILES_FILE.
+PROFILE_VARIABLES = ("FASTRTPS_DEFAULT_PROFILES_FILE", "FASTDDS_DEFAULT_PROFILES_FILE")
+
+
 def fastdds_profile() -> Path:
     """The Fast DDS shared-memory profile every way of starting the graph uses."""
     return package_share() / "config" / "fastdds_profile.xml"
+
+
+def profile_environment(environ: dict[str, str]) -> dict[str, str]:
+    """The profile variables to add to environ: the shipped profile, unless the user already chose one."""
+    chosen = next((environ[v] for v in PROFILE_VARIABLES if environ.get(v)), None)
+    profile = chosen or (str(fastdds_profile()) if fastdds_profile().is_file() else None)
+    if profile is None:
+        return {}
+    return {v: profile for v in PROFILE_VARIABLES if not environ.get(v)}

@@ -15,7 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-from dig2dig_ros.ros.graph import NodeSpec, build_graph, fastdds_profile
+from dig2dig_ros.ros.graph import NodeSpec, build_graph, profile_environment
 
 # executable name → module run with this interpreter (the venv's python, per ROS.md)
 EXECUTABLE_MODULES = {
@@ -38,9 +38,7 @@ def parse_launch_arguments(items: list[str]) -> dict[str, str]:
 def ros_environment(base: dict[str, str] | None = None) -> dict[str, str]:
     """The environment every node gets: Fast DDS profile, AMENT_PREFIX_PATH including this prefix."""
     env = dict(os.environ if base is None else base)
-    profile = fastdds_profile()
-    if profile.is_file():
-        env.setdefault("FASTDDS_DEFAULT_PROFILES_FILE", str(profile))
+    env.update(profile_environment(env))
     prefix = sys.prefix
     paths = [p for p in env.get("AMENT_PREFIX_PATH", "").split(os.pathsep) if p]
     if prefix not in paths:

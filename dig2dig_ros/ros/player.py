@@ -99,13 +99,9 @@ def raise_interrupt(signum: int, frame: Any) -> None:
 
 def use_fastdds_profile() -> None:
     """Point Fast DDS at the shipped shared-memory profile (large frames) unless the user chose one."""
-    if os.environ.get("FASTDDS_DEFAULT_PROFILES_FILE"):
-        return
-    for candidate in (Path(__file__).resolve().parents[2] / "config" / "fastdds_profile.xml",
-                      Path(sys.prefix) / "share" / "dig2dig_ros" / "config" / "fastdds_profile.xml"):
-        if candidate.is_file():
-            os.environ["FASTDDS_DEFAULT_PROFILES_FILE"] = str(candidate)
-            return
+    from dig2dig_ros.ros.graph import profile_environment
+
+    os.environ.update(profile_environment(dict(os.environ)))
 
 
 class Player:
