@@ -117,8 +117,6 @@ class FusionNode(Node):
             spec = self.specs.get(param.name)
             if spec is None:
                 continue
-            if spec.read_only:
-                return SetParametersResult(successful=False, reason=f"{param.name} is fixed at start-up")
             problem = check_value(spec, param.value)
             if problem:
                 return SetParametersResult(successful=False, reason=problem)
