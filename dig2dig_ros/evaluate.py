@@ -201,7 +201,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--fused", action="append", default=[], metavar="[LABEL=]DIR",
                         help="also score fused images read from DIR by stem (repeatable)")
     parser.add_argument("--task", choices=TASKS, default=None, help="default: from the folder")
-    parser.add_argument("--max-side", type=int, default=320, help="working size of the fusion (0: input size)")
+    parser.add_argument("--max-side", type=int, default=320, help="working size (default 320; 0: input size)")
     parser.add_argument("--limit", type=int, default=0, help="evaluate the first N samples only (0: all)")
     parser.add_argument("--steps", type=int, default=defaults.sampler.steps, help="sampler steps (DIG-N)")
     parser.add_argument("--prior", default="bundled", help="bundled, wiener, adm:PATH, diffusers:DIR")
