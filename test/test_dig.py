@@ -74,7 +74,7 @@ def test_guidance_without_gradient_term_is_the_weighted_blend():
     y = _textured(seed=9)
     cfg = GuidanceConfig(step_size=0.6, grad_weight=0.0)
     expected = 0.4 * y + 0.6 * (w * src).sum(0, keepdim=True)
-    assert torch.allclose(rectify(y, src, w, cfg), expected, atol=1e-6)
+    assert torch.allclose(rectify(y, guidance_target(src, w, cfg), cfg), expected, atol=1e-6)
 
 
 @pytest.mark.parametrize("target", ["maxabs", "weighted"])

@@ -96,8 +96,15 @@ class DigTracker:
         self.cumulative = torch.zeros_like(self.sources)
         h, w = self.sources.shape[-2:]
         self.pool_sigma = self.config.pool_sigma * max(h, w)
-        # What the local mean alone already explains: no estimate is credited for recovering more than that.
-        self.baseline = self.pooled_distance(gaussian_blur(self.sources, self.pool_sigma))  # (K,1,H,W)
+        self._baseline: torch.Tensor | None = None
+
+    @property
+    def baseline(self) -> torch.Tensor:
+        """Pool(d(local mean of c_k, c_k)) (K,1,H,W): what the local mean alone already explains; no estimate is
+        credited for recovering more than that. Computed on first use (static sampling never needs it)."""
+        if self._baseline is None:
+            self._baseline = self.pooled_distance(gaussian_blur(self.sources, self.pool_sigma))
+        return self._baseline
 
     def is_update(self, i: int) -> bool:
         """Whether sampler step i refreshes the weights."""

@@ -44,8 +44,12 @@ def guidance_target(sources: torch.Tensor, weights: torch.Tensor, config: Guidan
     if config.grad_target == "weighted":
         tx, ty = (wt * gx).sum(0, keepdim=True), (wt * gy).sum(0, keepdim=True)
     else:  # maxabs: the strongest weighted edge wins, per pixel
-        pick = (wt * torch.sqrt(gx**2 + gy**2)).argmax(dim=0, keepdim=True)  # (1,1,2H,2W)
-        tx, ty = gx.gather(0, pick), gy.gather(0, pick)
+        score = wt * torch.sqrt(gx**2 + gy**2)  # (K,1,2H,2W)
+        best, tx, ty = score[:1], gx[:1], gy[:1]
+        for k in range(1, score.shape[0]):  # elementwise running max: much faster than argmax over K
+            wins = score[k : k + 1] > best
+            best = torch.where(wins, score[k : k + 1], best)
+            tx, ty = torch.where(wins, gx[k : k + 1], tx), torch.where(wins, gy[k : k + 1], ty)
     rhs = mirror_extend(intensity) + mu * gradient_adjoint(tx, ty)  # (1,1,2H,2W)
     fy = torch.fft.fftfreq(2 * h, device=sources.device, dtype=sources.dtype)[:, None]
     fx = torch.fft.rfftfreq(2 * w, device=sources.device, dtype=sources.dtype)[None, :]
@@ -54,7 +58,9 @@ def guidance_target(sources: torch.Tensor, weights: torch.Tensor, config: Guidan
     return y[..., :h, :w]
 
 
-def rectify(y: torch.Tensor, sources: torch.Tensor, weights: torch.Tensor, config: GuidanceConfig) -> torch.Tensor:
-    """One guidance step on the luminance estimate y (1,1,H,W): y' = (1 − λ)·y + λ·y*."""
+def rectify(y: torch.Tensor, target: torch.Tensor, config: GuidanceConfig) -> torch.Tensor:
+    """One guidance step on the luminance estimate y (1,1,H,W) toward y* = guidance_target(...):
+    y' = (1 − λ)·y + λ·y*. (y* depends on the sources and weights only, so the sampler computes it once per
+    weight update.)"""
     lam = config.step_size
-    return (1 - lam) * y + lam * guidance_target(sources, weights, config)
+    return (1 - lam) * y + lam * target

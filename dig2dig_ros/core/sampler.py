@@ -18,7 +18,7 @@ import torch
 
 from dig2dig_ros.core.config import DigConfig, GuidanceConfig
 from dig2dig_ros.core.dig import DigRecord, DigTracker
-from dig2dig_ros.core.guidance import rectify
+from dig2dig_ros.core.guidance import guidance_target, rectify
 from dig2dig_ros.core.priors.base import Prior
 from dig2dig_ros.core.schedule import alpha_bar, previous_timestep
 
@@ -92,6 +92,7 @@ def sample_dig(
     tracker = DigTracker(dig, list(timesteps), sources)
     x = torch.randn((1, c, h, w), generator=generator, device=device, dtype=dtype)  # (1,C,H,W)
     calls = 0
+    target = guidance_target(sources, tracker.weights, guidance)  # (1,1,H,W), refreshed with the weights
     for i, t in enumerate(timesteps):
         t_prev = previous_timestep(timesteps, i)
         ab, ab_prev = alpha_bar(ac, t), alpha_bar(ac, t_prev)
@@ -120,8 +121,9 @@ def sample_dig(
                 after_jump = luminance(ddim_step(predict_x0(xs, es, ab_b[1 : 1 + k]), es, ab_prev, 0.0, None))
                 estimates = {t: luminance(xs)}
             tracker.update(i, estimates, after_jump)
+            target = guidance_target(sources, tracker.weights, guidance)
         y = luminance(x0)  # (1,1,H,W)
-        x0r = x0 + (rectify(y, sources, tracker.weights, guidance) - y)
+        x0r = x0 + (rectify(y, target, guidance) - y)
         eps_r = (x - ab**0.5 * x0r) / (1 - ab) ** 0.5
         sigma = _ddim_sigma(eta, ab, ab_prev)
         noise = torch.randn(x.shape, generator=generator, device=device, dtype=dtype) if sigma > 0 else None

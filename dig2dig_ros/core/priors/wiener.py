@@ -26,9 +26,16 @@ class WienerPrior(Prior):
     def __init__(self, alpha: float = 2.0, std: float = 0.5, mean: float = 0.0, f0: float = 0.01) -> None:
         super().__init__()
         self.alpha, self.std, self.mean, self.f0 = alpha, std, mean, f0
+        self._spectra: dict[tuple, torch.Tensor] = {}
 
     def spectrum(self, height: int, width: int, device: torch.device | None = None) -> torch.Tensor:
-        """P(f) on the rfft2 grid, float64, shape (H, W//2+1); its full-grid mean is std²."""
+        """P(f) on the rfft2 grid, float64, shape (H, W//2+1); its full-grid mean is std². Cached per size."""
+        key = (height, width, str(device))
+        if key not in self._spectra:
+            self._spectra[key] = self._spectrum(height, width, device)
+        return self._spectra[key]
+
+    def _spectrum(self, height: int, width: int, device: torch.device | None) -> torch.Tensor:
         fy = torch.fft.fftfreq(height, device=device, dtype=torch.float64)[:, None]  # (H,1)
         fx = torch.fft.rfftfreq(width, device=device, dtype=torch.float64)[None, :]  # (1,W//2+1)
         shape = (fy**2 + fx**2 + self.f0**2) ** (-self.alpha / 2)  # (H,W//2+1)
