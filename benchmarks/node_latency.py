@@ -1,0 +1,108 @@
+"""End-to-end latency of the fusion node: input pairs at 25 Hz, fused frames out.
+
+For each working size, starts the graph through `dig2dig-ros launch`, publishes --frames synthetic 640x512
+pairs at --rate Hz (stamped with the current time), and measures, per fused frame, receive time − input stamp.
+Prints median and p95 latency, output rate and drop ratio on the current device. The node keeps only the newest
+pair, so a slow device shows up as drops, not as growing latency.
+
+    .venv/bin/python benchmarks/node_latency.py [--prior bundled] [--sizes 160,320] [--frames 100] [--rate 25]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+import numpy as np
+import rclpy
+from rclpy.qos import QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import Image
+
+from dig2dig_ros.core.sample_scene import make_sample_pair
+from dig2dig_ros.ros.conversions import numpy_to_image
+from dig2dig_ros.ros.launcher import ros_environment, stop_processes
+
+
+def spin_for(node, seconds: float) -> None:
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        rclpy.spin_once(node, timeout_sec=0.005)
+
+
+def measure(node, size: int, args: argparse.Namespace, env: dict[str, str]) -> dict[str, float]:
+    graph = subprocess.Popen([sys.executable, "-m", "dig2dig_ros.ros.cli", "launch", f"prior:={args.prior}",
+                              f"working_size:={size}", f"device:={args.device}", "log_level:=warn"],
+                             env=env, start_new_session=True)
+    qos = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)
+    pub_ir, pub_vis = node.create_publisher(Image, "ir/image", qos), node.create_publisher(Image, "visible/image", qos)
+    latencies: list[float] = []
+
+    def on_fused(msg: Image) -> None:
+        now = node.get_clock().now().nanoseconds
+        latencies.append((now - (msg.header.stamp.sec * 10**9 + msg.header.stamp.nanosec)) / 1e6)
+
+    sub = node.create_subscription(Image, "fused/image", on_fused, qos)
+    try:
+        end = time.monotonic() + 180
+        while not (pub_ir.get_subscription_count() and pub_vis.get_subscription_count()):
+            if time.monotonic() > end or graph.poll() is not None:
+                raise RuntimeError("the fusion node did not start")
+            spin_for(node, 0.1)
+        spin_for(node, 3.0)  # discovery both ways, and the node's warm-up
+        ir, vis = make_sample_pair(size=(512, 640))
+        ir_msg, vis_msg = numpy_to_image(ir, "mono8"), numpy_to_image(vis, "bgr8")
+        start = time.monotonic()
+        for i in range(args.frames):
+            stamp = node.get_clock().now().to_msg()
+            ir_msg.header.stamp = vis_msg.header.stamp = stamp
+            pub_ir.publish(ir_msg)
+            pub_vis.publish(vis_msg)
+            spin_for(node, max(0.0, start + (i + 1) / args.rate - time.monotonic()))
+        sent_for = time.monotonic() - start
+        spin_for(node, 5.0)
+    finally:
+        stop_processes([graph])
+        node.destroy_subscription(sub)
+        node.destroy_publisher(pub_ir)
+        node.destroy_publisher(pub_vis)
+    fused = len(latencies)
+    return {"fused": fused, "median_ms": statistics.median(latencies) if latencies else float("nan"),
+            "p95_ms": float(np.percentile(latencies, 95)) if latencies else float("nan"),
+            "rate_hz": fused / sent_for, "drop_ratio": 1 - fused / args.frames}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--prior", default="bundled")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--sizes", default="160,320", help="working sizes (long side, pixels)")
+    parser.add_argument("--frames", type=int, default=100)
+    parser.add_argument("--rate", type=float, default=25.0)
+    args = parser.parse_args()
+    env = ros_environment()
+    env.setdefault("ROS_DOMAIN_ID", str(1 + os.getpid() % 99))
+    env.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+    os.environ.update({k: env[k] for k in ("ROS_DOMAIN_ID", "ROS_AUTOMATIC_DISCOVERY_RANGE")})
+    os.environ.update({k: v for k, v in env.items() if k.endswith("_DEFAULT_PROFILES_FILE")})
+    rclpy.init()
+    node = rclpy.create_node("node_latency_benchmark")
+    print(f"prior {args.prior}, device {args.device}, {args.frames} pairs of 640x512 at {args.rate} Hz\n")
+    print("| working size | fused | latency median ms | latency p95 ms | output Hz | drop ratio |")
+    print("|---|---|---|---|---|---|")
+    try:
+        for size in (int(s) for s in args.sizes.split(",")):
+            r = measure(node, size, args, env)
+            print(f"| {size} | {r['fused']} | {r['median_ms']:.0f} | {r['p95_ms']:.0f} | {r['rate_hz']:.1f} "
+                  f"| {r['drop_ratio']:.2f} |", flush=True)
+    finally:
+        node.destroy_node()
+        rclpy.shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
