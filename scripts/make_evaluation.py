@@ -174,6 +174,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--limit", type=int, default=8, help="held-out samples per dataset")
     parser.add_argument("--subset", type=int, default=2, help="held-out pairs per VIF dataset for the ablations")
     parser.add_argument("--extra-side", type=int, default=640, help="also run dig at this working size (0: no)")
+    parser.add_argument("--also-prior", default="", help="also run dig and static with this prior (e.g. wiener)")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     parser.add_argument("--out", default=str(REPO / "docs" / "EVALUATION.md"))
     args = parser.parse_args(argv)
@@ -186,6 +187,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     data = Path(args.data)
     prior = load_prior(args.prior, "cpu")
     runner = Runner(prior, args.max_side, log)
+    other = Runner(load_prior(args.also_prior, "cpu"), args.max_side, log) if args.also_prior else None
     defaults = FusionConfig()
     doc: list[str] = []
 
@@ -202,6 +204,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             extra = {"method": "dig", "max_side": args.extra_side}
             rows[f"dig, {args.extra_side} px"] = runner.run(samples, task, extra)
         rows["gff, input size"] = runner.run(samples, task, {"method": "gff", "max_side": 0})
+        if other is not None:
+            for method in ("dig", "static"):
+                rows[f"{method}, prior {args.also_prior}"] = other.run(samples, task, {"method": method})
         dataset_rows[name] = rows
         table = markdown_table([Row(m, s) for m, s in rows.items()])
         sections.append(f"### {name} ({task}, {len(samples)} held-out samples: {', '.join(s.name for s in samples)})"
@@ -274,6 +279,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                        f"{', '.join(versus_full)}. Samples whose input is at most {args.extra_side} px (so both run "
                        "at the input size): "
                        + ", ".join(f"{k} {n}/{len(dataset_samples[k])}" for k, n in small.items()) + ".")
+    if args.also_prior:
+        key = f"dig, prior {args.also_prior}"
+        diff = [f"{k} {mean(r['dig'], 'Qabf') - mean(r[key], 'Qabf'):+.3f} Qabf / "
+                f"{mean(r['dig'], 'SSIM') - mean(r[key], 'SSIM'):+.3f} SSIM" for k, r in dataset_rows.items()]
+        verdict.append(f"- DIG with prior `{args.prior}` against prior `{args.also_prior}`: {', '.join(diff)}.")
     if len(beats_gff) < n_sets:
         losing = ", ".join(k for k in dataset_rows if k not in beats_gff)
         verdict.append(f"- Plainly: with prior `{args.prior}` and both at {args.max_side} px, DIG does **not** beat "
@@ -298,7 +308,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "",
         f"- Command: `{command.strip()}` (commit {git_commit()}, {datetime.date.today().isoformat()}, "
         f"{elapsed / 60:.1f} min).",
-        f"- Prior: **`{args.prior}`** for dig and static. Working size: long side {args.max_side} px for every "
+        f"- Prior: **`{args.prior}`** for dig and static"
+        + (f" (rows marked `prior {args.also_prior}` use that prior instead)" if args.also_prior else "")
+        + f". Working size: long side {args.max_side} px for every "
         "method (the row `gff, input size` runs GFF at the input size, to show what the working size costs); "
         "every result is resized back to the input size, where the metrics are computed (ALGORITHM.md §6: gray "
         "[0, 255], A = infrared / under-exposed / focus a, B = visible / over-exposed / focus b).",
