@@ -11,6 +11,13 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("DIG2DIG_SHARED", REPO.parent / "shared"))
 SHARED_DATA = SHARED / "data"
 
+# Fast DDS reads its XML profile once per process, when the first participant is created: set it for the whole
+# test session before any test initialises rclpy in-process, or later in-process participants miss the
+# shared-memory segment that full-size best-effort frames need. Both names: Fast DDS 2.x and 3.x.
+for _name in ("FASTRTPS_DEFAULT_PROFILES_FILE", "FASTDDS_DEFAULT_PROFILES_FILE"):
+    os.environ.setdefault(_name, str(REPO / "config" / "fastdds_profile.xml"))
+os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+
 
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
