@@ -29,9 +29,8 @@ from collections import deque
 from typing import Any
 
 import numpy as np
-import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
+from rcl_interfaces.msg import SetParametersResult
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import Image
@@ -39,6 +38,7 @@ from std_msgs.msg import String
 
 from dig2dig_ros.core.detection import Detections, Detector, DetectorConfig, ModelFormatError, draw
 from dig2dig_ros.ros import conversions
+from dig2dig_ros.ros.node_support import StartupError, descriptor, run_node
 from dig2dig_ros.ros.params import ParamSpec, check_value
 
 try:  # a real ROS 2 install
@@ -67,10 +67,6 @@ PARAMS: list[ParamSpec] = [
 ]
 
 
-class StartupError(RuntimeError):
-    """A configuration that cannot start (missing or corrupt model, bad parameter)."""
-
-
 class DetectorNode(Node):
     """Thin ROS adapter around dig2dig_ros.core.detection.Detector."""
 
@@ -78,7 +74,7 @@ class DetectorNode(Node):
         super().__init__("dig2dig_detector", **kwargs)
         self.specs = {spec.name: spec for spec in PARAMS}
         for spec in PARAMS:
-            self.declare_parameter(spec.name, spec.default, _descriptor(spec))
+            self.declare_parameter(spec.name, spec.default, descriptor(spec))
         values = {name: self.get_parameter(name).value for name in self.specs}
         for spec in PARAMS:
             problem = check_value(spec, values[spec.name])
@@ -252,37 +248,9 @@ def to_detection2d_array(dets: Detections, header: Any) -> Any:
     return out
 
 
-def _descriptor(spec: ParamSpec) -> ParameterDescriptor:
-    desc = ParameterDescriptor(name=spec.name, description=spec.description, read_only=spec.read_only)
-    if spec.name == "classes":
-        desc.dynamic_typing = True  # names (string array) or ids (integer array)
-    elif spec.low is not None and isinstance(spec.default, int):
-        desc.integer_range = [IntegerRange(from_value=int(spec.low), to_value=int(spec.high), step=1)]
-    elif spec.low is not None and isinstance(spec.default, float):
-        desc.floating_point_range = [FloatingPointRange(from_value=float(spec.low), to_value=float(spec.high))]
-    return desc
-
-
 def main(argv: list[str] | None = None) -> int:
     """Console entry point: run the node until shutdown; a bad model or parameter exits 1 with one line."""
-    rclpy.init(args=argv if argv is not None else sys.argv)
-    node = None
-    try:
-        try:
-            node = DetectorNode()
-        except StartupError as exc:
-            print(f"dig2dig_detector: error: {exc}", file=sys.stderr)
-            return 1
-        rclpy.spin(node)
-    except (KeyboardInterrupt, rclpy.executors.ExternalShutdownException):
-        pass
-    finally:
-        if node is not None:
-            node.stop()
-            node.destroy_node()
-        if rclpy.ok():
-            rclpy.shutdown()
-    return 0
+    return run_node(DetectorNode, "dig2dig_detector", argv)
 
 
 if __name__ == "__main__":

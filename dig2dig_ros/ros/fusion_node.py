@@ -16,9 +16,8 @@ from collections import deque
 from typing import Any
 
 import numpy as np
-import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
+from rcl_interfaces.msg import SetParametersResult
 from rclpy.clock import Clock, ClockType
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
@@ -28,15 +27,12 @@ from dig2dig_ros.core.fusion import Fuser, FusionResult
 from dig2dig_ros.core.imaging import weight_overlay
 from dig2dig_ros.core.priors import PriorError, load_prior
 from dig2dig_ros.ros import conversions
+from dig2dig_ros.ros.node_support import StartupError, descriptor, run_node
 from dig2dig_ros.ros.params import all_params, check_value, fusion_config
 from dig2dig_ros.ros.sync import ApproximateTimeSynchronizer, Subscriber
 
 # A stamp this far behind its input's previous one means time restarted (bag loop, camera restart).
 TIME_JUMP_BACK_S = 1.0
-
-
-class StartupError(RuntimeError):
-    """A configuration that cannot start (unknown prior, missing checkpoint, bad parameter)."""
 
 
 class FusionNode(Node):
@@ -46,7 +42,7 @@ class FusionNode(Node):
         super().__init__("dig2dig_fusion", **kwargs)
         self.specs = {spec.name: spec for spec in all_params()}
         for spec in self.specs.values():
-            self.declare_parameter(spec.name, spec.default, _descriptor(spec))
+            self.declare_parameter(spec.name, spec.default, descriptor(spec))
         values = self._values()
         for spec in self.specs.values():
             problem = check_value(spec, values[spec.name])
@@ -278,17 +274,6 @@ class FusionNode(Node):
         self.worker.join(timeout=10.0)
 
 
-def _descriptor(spec) -> ParameterDescriptor:
-    text = spec.description + (f" ({', '.join(spec.choices)})" if spec.choices else "")
-    desc = ParameterDescriptor(name=spec.name, description=text, read_only=spec.read_only)
-    if spec.low is not None and isinstance(spec.default, bool) is False:
-        if isinstance(spec.default, int):
-            desc.integer_range = [IntegerRange(from_value=int(spec.low), to_value=int(spec.high), step=1)]
-        elif isinstance(spec.default, float):
-            desc.floating_point_range = [FloatingPointRange(from_value=float(spec.low), to_value=float(spec.high))]
-    return desc
-
-
 def _qos_kwargs(profile: QoSProfile) -> dict[str, Any]:
     return {"history": profile.history, "depth": profile.depth, "reliability": profile.reliability,
             "durability": profile.durability}
@@ -317,24 +302,7 @@ def _fmt(value: Any) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """Console entry point: run the node until shutdown; a bad start-up configuration exits 1 with one line."""
-    rclpy.init(args=argv if argv is not None else sys.argv)
-    node = None
-    try:
-        try:
-            node = FusionNode()
-        except StartupError as exc:
-            print(f"dig2dig_fusion: error: {exc}", file=sys.stderr)
-            return 1
-        rclpy.spin(node)
-    except (KeyboardInterrupt, rclpy.executors.ExternalShutdownException):
-        pass
-    finally:
-        if node is not None:
-            node.stop()
-            node.destroy_node()
-        if rclpy.ok():
-            rclpy.shutdown()
-    return 0
+    return run_node(FusionNode, "dig2dig_fusion", argv)
 
 
 if __name__ == "__main__":
