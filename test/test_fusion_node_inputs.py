@@ -1,0 +1,106 @@
+"""The fusion node's input paths in-process: compressed transport, mono16 thermal, NaN frames."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import numpy as np
+import pytest
+
+rclpy = pytest.importorskip("rclpy")
+
+from rclpy.executors import SingleThreadedExecutor  # noqa: E402
+from rclpy.parameter import Parameter  # noqa: E402
+from rclpy.qos import QoSProfile, ReliabilityPolicy  # noqa: E402
+from sensor_msgs.msg import CompressedImage, Image  # noqa: E402
+
+from dig2dig_ros.core.sample_scene import make_sample_pair  # noqa: E402
+from dig2dig_ros.ros.conversions import image_to_numpy, numpy_to_compressed, numpy_to_image  # noqa: E402
+from dig2dig_ros.ros.fusion_node import FusionNode  # noqa: E402
+
+QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+
+
+def _graph(transport: str):
+    rclpy.init()
+    overrides = [Parameter("prior", value="wiener"), Parameter("device", value="cpu"),
+                 Parameter("working_size", value=64), Parameter("sampler.steps", value=3),
+                 Parameter("input_transport", value=transport)]
+    fusion = FusionNode(parameter_overrides=overrides)
+    peer = rclpy.create_node("test_peer")
+    executor = SingleThreadedExecutor()
+    executor.add_node(fusion)
+    executor.add_node(peer)
+    return fusion, peer, executor
+
+
+def _spin(executor, predicate, timeout=30.0) -> bool:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end and not predicate():
+        executor.spin_once(timeout_sec=0.05)
+    return predicate()
+
+
+def _stamp(msg, sec: int) -> None:
+    msg.header.stamp.sec = sec
+    msg.header.frame_id = "cam"
+
+
+@pytest.fixture(autouse=True)
+def _domain(monkeypatch):
+    monkeypatch.setenv("ROS_DOMAIN_ID", str(1 + (os.getpid() + 70) % 99))
+
+
+def test_compressed_inputs_are_fused():
+    fusion, peer, executor = _graph("compressed")
+    try:
+        pub_ir = peer.create_publisher(CompressedImage, "ir/image/compressed", QOS)
+        pub_vis = peer.create_publisher(CompressedImage, "visible/image/compressed", QOS)
+        fused = []
+        peer.create_subscription(Image, "fused/image", fused.append, QOS)
+        assert _spin(executor, lambda: pub_ir.get_subscription_count() and pub_vis.get_subscription_count())
+        ir, vis = make_sample_pair(size=(64, 80))
+        a, b = numpy_to_compressed(ir, "png"), numpy_to_compressed(vis, "png")
+        _stamp(a, 7)
+        _stamp(b, 7)
+        pub_ir.publish(a)
+        pub_vis.publish(b)
+        assert _spin(executor, lambda: len(fused) == 1)
+        assert fused[0].header.stamp.sec == 7 and (fused[0].width, fused[0].height) == (80, 64)
+        assert fused[0].encoding == "bgr8"
+    finally:
+        fusion.stop()
+        fusion.destroy_node()
+        peer.destroy_node()
+        rclpy.shutdown()
+
+
+def test_mono16_thermal_is_stretched_and_nan_frames_are_skipped():
+    fusion, peer, executor = _graph("raw")
+    try:
+        pub_ir = peer.create_publisher(Image, "ir/image", QOS)
+        pub_vis = peer.create_publisher(Image, "visible/image", QOS)
+        fused = []
+        peer.create_subscription(Image, "fused/image", fused.append, QOS)
+        assert _spin(executor, lambda: pub_ir.get_subscription_count() and pub_vis.get_subscription_count())
+        ir, vis = make_sample_pair(size=(64, 80))
+        thermal = (ir.astype(np.uint16) * 4 + 20000)  # raw counts in a narrow band of the 16-bit range
+        nan_vis = np.full((64, 80), np.nan, np.float32)
+        for sec, (a, b) in enumerate([(numpy_to_image(thermal, "mono16"), numpy_to_image(nan_vis, "32FC1")),
+                                      (numpy_to_image(thermal, "mono16"), numpy_to_image(vis, "bgr8"))], start=1):
+            _stamp(a, sec)
+            _stamp(b, sec)
+            pub_ir.publish(a)
+            pub_vis.publish(b)
+            _spin(executor, lambda: False, timeout=1.0)
+        assert _spin(executor, lambda: len(fused) == 1 and fusion.counts["bad_input"] == 1)
+        assert fused[0].header.stamp.sec == 2
+        # Percentile stretch: the people (hot) come out bright although the raw counts span a narrow band.
+        luma = image_to_numpy(fused[0]).mean(axis=2)
+        assert luma[45:55, 18:22].mean() > luma.mean() + 30
+    finally:
+        fusion.stop()
+        fusion.destroy_node()
+        peer.destroy_node()
+        rclpy.shutdown()
