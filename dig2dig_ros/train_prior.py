@@ -36,10 +36,10 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 class TrainSettings:
     """Training hyper-parameters (the command-line defaults)."""
 
-    steps: int = 14000
+    steps: int = 8000
     batch: int = 16
     crop: int = 128
-    lr: float = 7e-4
+    lr: float = 2e-4
     min_lr_ratio: float = 0.1  # cosine decay ends at lr · this
     warmup: int = 500
     ema: float = 0.999

@@ -61,9 +61,10 @@ class BundledConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> BundledConfig:
-        """Parse a config dict, rejecting unknown formats and keys."""
-        if data.get("format") != FORMAT:
-            raise PriorError(f"not a bundled-prior config (format {data.get('format')!r}, want {FORMAT!r})")
+        """Parse a config dict, rejecting unknown formats, unknown keys and inconsistent shapes."""
+        found = data.get("format") if isinstance(data, dict) else type(data).__name__
+        if found != FORMAT:
+            raise PriorError(f"not a bundled-prior config (format {found!r}, want {FORMAT!r})")
         known = set(cls.__dataclass_fields__)
         unknown = set(data) - known
         if unknown:
@@ -72,7 +73,10 @@ class BundledConfig:
         for key in ("widths", "blocks"):
             if key in data:
                 data[key] = tuple(int(v) for v in data[key])
-        return cls(**data)
+        cfg = cls(**data)
+        if len(cfg.blocks) != len(cfg.widths) or (cfg.attention and cfg.widths[-1] % cfg.heads):
+            raise PriorError(f"inconsistent bundled-prior config: widths {cfg.widths}, blocks {cfg.blocks}")
+        return cfg
 
 
 def timestep_features(t: torch.Tensor, dim: int) -> torch.Tensor:
