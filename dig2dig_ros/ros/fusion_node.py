@@ -43,7 +43,7 @@ class FusionNode(Node):
         self.specs = {spec.name: spec for spec in all_params()}
         for spec in self.specs.values():
             self.declare_parameter(spec.name, spec.default, descriptor(spec))
-        values = self._values()
+        values = self.values = self._values()  # the current values, replaced as a whole on every change
         for spec in self.specs.values():
             problem = check_value(spec, values[spec.name])
             if problem:
@@ -108,7 +108,7 @@ class FusionNode(Node):
         return {name: self.get_parameter(name).value for name in self.specs}
 
     def _on_set(self, params: list) -> SetParametersResult:
-        values = self._values()
+        values = dict(self.values)
         for param in params:
             spec = self.specs.get(param.name)
             if spec is None:
@@ -122,7 +122,7 @@ class FusionNode(Node):
         except ValueError as exc:
             return SetParametersResult(successful=False, reason=str(exc))
         with self.lock:
-            self.fuser = fuser
+            self.fuser, self.values = fuser, values
         self.get_logger().info("parameters updated: " + ", ".join(f"{p.name}={p.value}" for p in params))
         return SetParametersResult(successful=True)
 
@@ -181,7 +181,7 @@ class FusionNode(Node):
 
     def _fuse_pair(self, fuser: Fuser, ir_msg: Any, vis_msg: Any) -> None:
         start = time.perf_counter()
-        values = self._values()
+        values = self.values
         try:
             ir, vis = self._to_array(ir_msg, thermal=True), self._to_array(vis_msg, thermal=False)
             if ir.shape[:2] != vis.shape[:2] and fuser.config.resize == "none":  # compressed inputs
@@ -223,7 +223,7 @@ class FusionNode(Node):
         if arr.dtype == np.float32 and not np.isfinite(arr).all():
             raise conversions.ConversionError(f"{enc} frame contains NaN or infinite values")
         if thermal and arr.dtype == np.uint16:
-            v = self._values()
+            v = self.values
             return conversions.normalize_thermal(arr, v["ir.normalization"], v["ir.range_low"], v["ir.range_high"],
                                                  (v["ir.percentile_low"], v["ir.percentile_high"]))
         if arr.ndim == 3:
