@@ -36,6 +36,7 @@ def test_weights_are_a_partition_of_unity(space, direction, distance):
     assert torch.all(w >= 0) and torch.all(w <= 1)
     assert torch.allclose(w.sum(0), torch.ones_like(w[0]), atol=1e-5)
     assert len(out.history) == 3  # steps 0, 2, 4 of 6
+    assert out.prior_calls == len(TS)  # the DIG probes ride in the sample's own forward: one call per step
     assert (w - 0.5).abs().max() > 0.05  # two different sources do not get uniform weights
 
 
