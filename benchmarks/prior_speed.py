@@ -15,13 +15,14 @@ import torch
 from dig2dig_ros.core.priors import Prior, load_prior
 
 SIZES = ((256, 320), (512, 640))  # (H, W)
+DIG15_FORWARDS = {1: 15, 3: 2}  # DIG-15 with two sources: 15 batch-1 forwards and 2 of batch 3 (sample + sources)
 
 
 @torch.inference_mode()
-def ms_per_forward(prior: Prior, height: int, width: int, repeats: int, device: str) -> float:
-    """Median wall-clock milliseconds of one batch-1 forward at t = 500."""
-    x = torch.randn(1, prior.channels, height, width, device=device)  # (1,C,H,W)
-    t = torch.full((1,), 500, dtype=torch.long, device=device)
+def ms_per_forward(prior: Prior, height: int, width: int, repeats: int, device: str, batch: int = 1) -> float:
+    """Median wall-clock milliseconds of one forward of ``batch`` images at t = 500."""
+    x = torch.randn(batch, prior.channels, height, width, device=device)  # (B,C,H,W)
+    t = torch.full((batch,), 500, dtype=torch.long, device=device)
     for _ in range(3):
         prior(x, t)
     times = []
@@ -52,6 +53,9 @@ def main() -> None:
     for h, w in SIZES:
         ms = {name: ms_per_forward(prior, h, w, a.repeats, a.device) for name, prior in priors.items()}
         print(f"| {w}x{h} | {ms['bundled']:.1f} | {ms['wiener']:.1f} | {ms['bundled'] / ms['wiener']:.1f} |")
+    h, w = SIZES[0]
+    frame = sum(n * ms_per_forward(priors["bundled"], h, w, a.repeats, a.device, b) for b, n in DIG15_FORWARDS.items())
+    print(f"bundled prior time per DIG-15 frame at {w}x{h} (15 x batch 1 + 2 x batch 3): {frame:.0f} ms")
 
 
 if __name__ == "__main__":
