@@ -21,6 +21,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from dig2dig_ros import prior_eval as prior_eval_cmd
 from dig2dig_ros.core import imaging
 from dig2dig_ros.core.config import RESIZE_POLICIES, TASKS, FusionConfig, with_overrides
 from dig2dig_ros.core.fusion import Fuser, FusionError, FusionResult
@@ -122,13 +123,6 @@ def cmd_fuse_dir(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_prior_eval(args: argparse.Namespace) -> int:
-    from dig2dig_ros.prior_eval import main as prior_eval_main
-
-    forwarded = ["--images", args.images, "--prior", args.prior, "--t", args.t, "--device", args.device]
-    return prior_eval_main(forwarded)
-
-
 def cmd_demo(args: argparse.Namespace) -> int:
     from dig2dig_ros.core.sample_scene import make_sample_pair
 
@@ -169,11 +163,8 @@ def build_parser() -> argparse.ArgumentParser:
     fuse_dir.set_defaults(func=cmd_fuse_dir)
 
     prior_eval = sub.add_parser("prior-eval", help="PSNR of a prior's x0 estimate at several noise levels")
-    prior_eval.add_argument("--images", required=True)
-    prior_eval.add_argument("--prior", default=DEFAULT_PRIOR)
-    prior_eval.add_argument("--t", default="100,300,500,700")
-    prior_eval.add_argument("--device", default="auto")
-    prior_eval.set_defaults(func=cmd_prior_eval)
+    prior_eval_cmd.build_parser(prior_eval)
+    prior_eval.set_defaults(func=prior_eval_cmd.run)
 
     demo = sub.add_parser("demo", help="fuse the shipped synthetic sample and write the results")
     demo.add_argument("--out", default="demo_output")

@@ -119,7 +119,11 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Print the mean x0 PSNR table for each prior."""
-    a = build_parser().parse_args(argv)
+    return run(build_parser().parse_args(argv))
+
+
+def run(a: argparse.Namespace) -> int:
+    """Run prior-eval for arguments parsed by :func:`build_parser`."""
     try:
         ts = [int(t) for t in a.t.split(",")]
     except ValueError:
