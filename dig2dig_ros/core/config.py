@@ -35,7 +35,7 @@ class DigConfig:
 
     interval: int = 10  # update the weights every k sampler steps
     space: str = "x0"  # x0: distances of the prior's clean estimates | xt: the literal reading
-    distance: str = "l2"  # l2 | l1 | ssim
+    distance: str = "l1"  # l2 | l1 | ssim (l1 chosen in docs/EVALUATION.md)
     direction: str = "ahead"  # ahead: gain over the coming k steps | behind: gain since the last update
     temperature: float = 1.0  # softmax temperature, in units of the mean gain difference between sources
     pool_sigma: float = 1 / 32  # Gaussian pooling σ as a fraction of the image's long side
@@ -47,7 +47,7 @@ class GuidanceConfig:
 
     mode: str = "weighted"
     step_size: float = 0.8  # λ: relaxation toward the guidance target, in (0, 1]
-    grad_weight: float = 1.0  # μ: weight of the gradient term against the intensity term
+    grad_weight: float = 2.0  # μ: weight of the gradient term against the intensity term (docs/EVALUATION.md)
     grad_target: str = "maxabs"  # maxabs | weighted
 
 

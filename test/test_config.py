@@ -1,0 +1,36 @@
+"""config/fusion.yaml mirrors the core's defaults, so the two homes of a value cannot drift apart."""
+
+from pathlib import Path
+
+import yaml
+
+from dig2dig_ros.core.config import FusionConfig, flatten
+from dig2dig_ros.ros.params import NODE_PARAMS, all_params
+
+YAML = Path(__file__).resolve().parents[1] / "config" / "fusion.yaml"
+
+
+def _flat(tree: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def test_yaml_sets_every_fusion_node_parameter_to_its_declared_default():
+    values = _flat(yaml.safe_load(YAML.read_text())["/**/dig2dig_fusion"]["ros__parameters"])
+    declared = {spec.name: spec.default for spec in all_params()}
+    assert set(values) == set(declared)
+    for name, default in declared.items():
+        assert values[name] == default, name
+
+
+def test_node_parameters_take_the_core_defaults():
+    core = flatten(FusionConfig())
+    for spec in all_params():
+        if spec.name in core:
+            assert spec.default == core[spec.name], spec.name
+    assert {spec.name for spec in NODE_PARAMS}.isdisjoint(core)
