@@ -19,12 +19,10 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import torch
 
 from dig2dig_ros.core import imaging
 from dig2dig_ros.core.config import FusionConfig, with_overrides
 from dig2dig_ros.core.fusion import Fuser, FusionError
-from dig2dig_ros.core.sampler import sample_dig
 
 COLOURS = ("#d62728", "#1f77b4", "#2ca02c", "#ff7f0e", "#9467bd")  # region boxes
 SOURCE_STYLES = ("-", "--", ":", "-.")
@@ -64,25 +62,18 @@ def trace_dig(fuser: Fuser, images: list[np.ndarray]) -> DigTrace:
     cfg = fuser.config
     if fuser.prior is None:
         raise FusionError("plot-dig needs a diffusion prior (method dig)")
-    size = imaging.common_size(images, cfg.resize)
-    lumas = [imaging.split_ycbcr(imaging.resize(imaging.to_unit(img), size))[0] for img in images]
-    work = imaging.working_size(size, cfg.max_side)
-    y = np.stack([imaging.resize(lum, work) for lum in lumas])  # (K,h,w)
-    padded, (h, w) = imaging.pad_to_multiple(np.moveaxis(y, 0, -1), fuser.prior.multiple)
-    sources = torch.from_numpy(np.moveaxis(padded, -1, 0).copy()).to(fuser.device).unsqueeze(1).float() * 2 - 1
-    generator = torch.Generator(fuser.device).manual_seed(cfg.sampler.seed)
-    out = sample_dig(fuser.prior, sources, fuser.timesteps, cfg.dig, cfg.guidance, True, cfg.sampler.eta, generator)
-    if not out.history:
+    y, size, _ = fuser.prepare(images)  # (K,h,w)
+    history = fuser.fuse_luminance(y).gain_history
+    if not history:
         raise FusionError("the sampler made no DIG update")
-    gains = torch.stack([r.gain[:, 0, :h, :w] for r in out.history]).cpu().numpy()  # (U,K,h,w)
-    cumulative = np.cumsum(gains, axis=0)
-    levels = [_level_reached(fuser.timesteps, r.step, cfg.dig) for r in out.history]
+    cumulative = np.cumsum(np.stack([gain for _, _, gain in history]), axis=0)  # (U,K,h,w)
+    levels = [_level_reached(fuser.timesteps, step, cfg.dig) for step, _, _ in history]
     if levels[0] != fuser.timesteps[0]:
         levels.insert(0, fuser.timesteps[0])
         cumulative = np.concatenate([np.zeros_like(cumulative[:1]), cumulative])
     ac = fuser.prior.alphas_cumprod.double().cpu().numpy()
     ab = np.array([ac[t] if t >= 0 else 1.0 for t in levels])
-    return DigTrace(np.array(levels), np.sqrt((1 - ab) / ab), cumulative, y, max(work) / max(size))
+    return DigTrace(np.array(levels), np.sqrt((1 - ab) / ab), cumulative, y, max(y.shape[1:]) / max(size))
 
 
 def half_gain_level(levels: np.ndarray, curve: np.ndarray) -> int | None:

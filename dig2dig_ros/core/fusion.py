@@ -32,6 +32,7 @@ class FusionResult:
     luminance: np.ndarray  # (H,W) float32 [0,1]
     weights: np.ndarray | None  # (K,H,W) float32 final weights in [0,1], None for classical methods
     weight_history: list[tuple[int, int, np.ndarray]] = field(default_factory=list)  # (step, t, (K,h,w))
+    gain_history: list[tuple[int, int, np.ndarray]] = field(default_factory=list)  # (step, t, DIG (K,h,w))
     cumulative_dig: np.ndarray | None = None  # (K,h,w) at the working size
     seconds: float = 0.0
     prior_calls: int = 0
@@ -62,27 +63,30 @@ class Fuser:
     def __call__(self, images: list[np.ndarray]) -> FusionResult:
         """Fuse images ((H,W) gray or (H,W,3) BGR; uint8, uint16 or float in [0,1]); VIF: [infrared, visible]."""
         start = time.perf_counter()
-        cfg = self.config
-        if len(images) < 2:
-            raise FusionError(f"need at least two source images, got {len(images)}")
-        size = imaging.common_size(images, cfg.resize)
-        unit = [imaging.resize(imaging.to_unit(img), size) for img in images]
-        lumas, chromas = zip(*(imaging.split_ycbcr(u) for u in unit), strict=True)
-        work = imaging.working_size(size, cfg.max_side)
-        y_work = np.stack([imaging.resize(y, work) for y in lumas])  # (K,h,w)
-        result = self._fuse_luminance(y_work)
+        y_work, size, chromas = self.prepare(images)
+        result = self.fuse_luminance(y_work)
         y = imaging.resize(result.luminance, size)
         if result.weights is not None:
             result.weights = np.stack([imaging.resize(wk, size) for wk in result.weights])  # (K,H,W)
             result.weights /= np.maximum(result.weights.sum(0, keepdims=True), 1e-12)
-        chroma = self._chroma(list(chromas), result.weights)
+        chroma = self._chroma(chromas, result.weights)
         result.luminance = y
         result.fused = imaging.to_uint8(imaging.merge_ycbcr(y, chroma))
         result.seconds = time.perf_counter() - start
         return result
 
-    def _fuse_luminance(self, y: np.ndarray) -> FusionResult:
-        """Fuse luminance planes (K,h,w) in [0,1]; returns luminance and weights at the working size."""
+    def prepare(self, images: list[np.ndarray]) -> tuple[np.ndarray, tuple[int, int], list[np.ndarray | None]]:
+        """The sources' luminance at the working size (K,h,w) in [0,1], their common (H, W), and their chroma."""
+        if len(images) < 2:
+            raise FusionError(f"need at least two source images, got {len(images)}")
+        size = imaging.common_size(images, self.config.resize)
+        unit = [imaging.resize(imaging.to_unit(img), size) for img in images]
+        lumas, chromas = zip(*(imaging.split_ycbcr(u) for u in unit), strict=True)
+        work = imaging.working_size(size, self.config.max_side)
+        return np.stack([imaging.resize(y, work) for y in lumas]), size, list(chromas)
+
+    def fuse_luminance(self, y: np.ndarray) -> FusionResult:
+        """Fuse luminance planes (K,h,w) in [0,1]; returns luminance, weights and DIG history at that size."""
         cfg = self.config
         if self.prior is None:
             fused = _classical_methods()[cfg.method](list(y))
@@ -107,6 +111,7 @@ class Fuser:
             luminance=lum.astype(np.float32),
             weights=out.weights[:, 0, :h, :w].cpu().numpy().astype(np.float32),
             weight_history=[(r.step, r.timestep, r.weights[:, 0, :h, :w].cpu().numpy()) for r in out.history],
+            gain_history=[(r.step, r.timestep, r.gain[:, 0, :h, :w].cpu().numpy()) for r in out.history],
             cumulative_dig=out.cumulative_dig[:, 0, :h, :w].cpu().numpy(),
             prior_calls=out.prior_calls,
         )
