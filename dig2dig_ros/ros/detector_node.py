@@ -29,7 +29,7 @@ from collections import deque
 from typing import Any
 
 import numpy as np
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
@@ -38,7 +38,7 @@ from std_msgs.msg import String
 
 from dig2dig_ros.core.detection import Detections, Detector, DetectorConfig, ModelFormatError, draw
 from dig2dig_ros.ros import conversions
-from dig2dig_ros.ros.node_support import StartupError, descriptor, run_node
+from dig2dig_ros.ros.node_support import NewestWorker, StartupError, descriptor, diagnostics, run_node, steady_timer
 from dig2dig_ros.ros.params import ParamSpec, check_value
 
 try:  # a real ROS 2 install
@@ -92,12 +92,9 @@ class DetectorNode(Node):
             raise StartupError(f"cannot load the detector from model_path={cfg.model_path!r}: {exc}") from exc
         self.add_on_set_parameters_callback(self._on_set)
 
-        self.lock = threading.Lock()
-        self.wake = threading.Condition(self.lock)
-        self.pending: Image | None = None  # the newest frame not yet processed
+        self.lock = threading.Lock()  # guards counts, latencies and the detector's thresholds
         self.counts = {"frames": 0, "processed": 0, "dropped_busy": 0, "bad_input": 0, "failed": 0, "boxes": 0}
         self.latencies: deque[float] = deque(maxlen=100)
-        self.running = True
 
         in_qos = QoSProfile(depth=values["qos.input_depth"], history=qos_profile_sensor_data.history,
                             reliability=qos_profile_sensor_data.reliability,
@@ -110,9 +107,8 @@ class DetectorNode(Node):
             self.pub_det = self.create_publisher(String, "detections/json", out_qos)
         self.pub_image = self.create_publisher(Image, "detections/image", out_qos)
         self.pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
-        self.create_timer(values["diagnostics_period"], self._publish_diagnostics)
-        self.worker = threading.Thread(target=self._work, name="dig2dig_detector_worker", daemon=True)
-        self.worker.start()
+        steady_timer(self, values["diagnostics_period"], self._publish_diagnostics)
+        self.worker = NewestWorker(self._detect, "dig2dig_detector_worker")
         self.get_logger().info(
             f"detecting on {self.sub.topic_name} → {self.pub_det.topic_name}, {self.pub_image.topic_name}: "
             f"{len(self.detector.names)}-class YOLOv5 on {self.detector.device}, input {cfg.input_size}, "
@@ -137,44 +133,34 @@ class DetectorNode(Node):
 
     # -- subscribe → keep newest -----------------------------------------------------------------------------
     def _on_image(self, msg: Image) -> None:
-        with self.lock:
-            self.counts["frames"] += 1
-            if self.pending is not None:
-                self.counts["dropped_busy"] += 1
-            self.pending = msg
-            self.wake.notify()
+        self._count("frames")
+        if self.worker.submit(msg):
+            self._count("dropped_busy")
 
     # -- worker: convert → detect → publish ------------------------------------------------------------------
-    def _work(self) -> None:
-        while True:
-            with self.lock:
-                while self.pending is None and self.running:
-                    self.wake.wait(timeout=0.5)
-                if not self.running:
-                    return
-                msg, self.pending = self.pending, None
-            try:
-                bgr = to_bgr8(msg)  # (H,W,3)
-            except conversions.ConversionError as exc:
-                self._count("bad_input")
-                self.get_logger().warning(f"skipping frame: {exc}", throttle_duration_sec=5.0)
-                continue
-            start = time.monotonic()
-            try:
-                dets = self.detector(bgr)
-            except Exception as exc:  # noqa: BLE001 - one bad frame must not end the node
-                self._count("failed")
-                self.get_logger().error(f"detection failed: {exc}", throttle_duration_sec=5.0)
-                continue
+    def _detect(self, msg: Image) -> None:
+        try:
+            bgr = to_bgr8(msg)  # (H,W,3)
+        except conversions.ConversionError as exc:
+            self._count("bad_input")
+            self.get_logger().warning(f"skipping frame: {exc}", throttle_duration_sec=5.0)
+            return
+        start = time.monotonic()
+        try:
+            dets = self.detector(bgr)
+        except Exception as exc:  # noqa: BLE001 - one bad frame must not end the node
+            self._count("failed")
+            self.get_logger().error(f"detection failed: {exc}", throttle_duration_sec=5.0)
+            return
+        if HAVE_VISION_MSGS:
+            self.pub_det.publish(to_detection2d_array(dets, msg.header))
+        else:
+            self.pub_det.publish(String(data=json.dumps(to_json_dict(dets, msg.header, bgr.shape))))
+        self.pub_image.publish(conversions.numpy_to_image(draw(bgr, dets), "bgr8", msg.header))
+        with self.lock:
             self.latencies.append(time.monotonic() - start)
-            if HAVE_VISION_MSGS:
-                self.pub_det.publish(to_detection2d_array(dets, msg.header))
-            else:
-                self.pub_det.publish(String(data=json.dumps(to_json_dict(dets, msg.header, bgr.shape))))
-            self.pub_image.publish(conversions.numpy_to_image(draw(bgr, dets), "bgr8", msg.header))
-            with self.lock:
-                self.counts["processed"] += 1
-                self.counts["boxes"] += len(dets)
+            self.counts["processed"] += 1
+            self.counts["boxes"] += len(dets)
 
     def _count(self, key: str) -> None:
         with self.lock:
@@ -184,22 +170,15 @@ class DetectorNode(Node):
         with self.lock:
             counts = dict(self.counts)
             latency = float(np.mean(self.latencies)) if self.latencies else 0.0
-        status = DiagnosticStatus(level=DiagnosticStatus.OK, name=f"{self.get_name()}: detector",
-                                  hardware_id=str(self.detector.device), message="running")
+        level, message = DiagnosticStatus.OK, f"running on {self.detector.device}"
         if counts["failed"] or counts["bad_input"]:
-            status.level, status.message = DiagnosticStatus.WARN, "frames skipped (bad input or failed detection)"
-        values = {**counts, "latency_ms": round(latency * 1000, 1)}
-        status.values = [KeyValue(key=k, value=str(v)) for k, v in values.items()]
-        msg = DiagnosticArray(status=[status])
-        msg.header.stamp = self.get_clock().now().to_msg()
-        self.pub_diag.publish(msg)
+            level, message = DiagnosticStatus.WARN, "frames skipped (bad input or failed detection)"
+        values = {**counts, "latency_ms": 1000 * latency}
+        self.pub_diag.publish(diagnostics(self, "detector", level, message, values))
 
     def stop(self) -> None:
         """Stop the worker thread (after the frame in progress)."""
-        with self.lock:
-            self.running = False
-            self.wake.notify_all()
-        self.worker.join(timeout=10.0)
+        self.worker.stop()
 
 
 def to_bgr8(msg: Image) -> np.ndarray:

@@ -16,9 +16,8 @@ from collections import deque
 from typing import Any
 
 import numpy as np
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from rcl_interfaces.msg import SetParametersResult
-from rclpy.clock import Clock, ClockType
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import CompressedImage, Image
@@ -27,7 +26,7 @@ from dig2dig_ros.core.fusion import Fuser, FusionResult
 from dig2dig_ros.core.imaging import weight_overlay
 from dig2dig_ros.core.priors import PriorError, load_prior
 from dig2dig_ros.ros import conversions
-from dig2dig_ros.ros.node_support import StartupError, descriptor, run_node
+from dig2dig_ros.ros.node_support import NewestWorker, StartupError, descriptor, diagnostics, run_node, steady_timer
 from dig2dig_ros.ros.params import all_params, check_value, fusion_config
 from dig2dig_ros.ros.sync import ApproximateTimeSynchronizer, Subscriber
 
@@ -55,15 +54,12 @@ class FusionNode(Node):
             raise StartupError(str(exc)) from exc
         self.add_on_set_parameters_callback(self._on_set)
 
-        self.lock = threading.Lock()
-        self.wake = threading.Condition(self.lock)
-        self.pending: tuple[Any, Any] | None = None  # the newest synchronised (ir, visible) pair
+        self.lock = threading.Lock()  # guards fuser, values, counts and the latency/skew windows
         self.counts = {"pairs": 0, "fused": 0, "dropped_busy": 0, "bad_input": 0, "failed": 0}
         self.latencies: deque[float] = deque(maxlen=100)
         self.skews: deque[float] = deque(maxlen=100)
         self.arrivals = {"ir": deque(maxlen=50), "visible": deque(maxlen=50)}
         self.last_stamps: dict[str, float] = {}
-        self.running = True
 
         depth = values["qos.input_depth"]
         in_qos = QoSProfile(depth=depth, reliability=ReliabilityPolicy.RELIABLE) if values["qos.reliable_inputs"] \
@@ -84,12 +80,9 @@ class FusionNode(Node):
                         "visible": self.create_publisher(Image, "fused/dig/visible", out_qos)}
         self.pub_overlay = self.create_publisher(Image, "fused/dig/overlay", out_qos)
         self.pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
-        # Diagnostics tick on the steady clock: they must keep coming when /clock stops (end of a bag).
-        self.create_timer(values["diagnostics_period"], self._publish_diagnostics,
-                          clock=Clock(clock_type=ClockType.STEADY_TIME))
+        steady_timer(self, values["diagnostics_period"], self._publish_diagnostics)
         self._warm_up()
-        self.worker = threading.Thread(target=self._work, name="dig2dig_fusion_worker", daemon=True)
-        self.worker.start()
+        self.worker = NewestWorker(self._fuse_pair, "dig2dig_fusion_worker")
         cfg = self.fuser.config
         self.get_logger().info(
             f"fusing {self.subs[0].resolved_topic} + {self.subs[1].resolved_topic} → "
@@ -140,17 +133,12 @@ class FusionNode(Node):
 
     def _on_pair(self, ir_msg: Any, vis_msg: Any) -> None:
         problem = self._check_pair(ir_msg, vis_msg)
-        with self.lock:
-            self.counts["pairs"] += 1
-            if problem:  # a bad pair never displaces a good one waiting for the worker
-                self.counts["bad_input"] += 1
-            elif self.pending is not None:
-                self.counts["dropped_busy"] += 1
-            if not problem:
-                self.pending = (ir_msg, vis_msg)
-                self.wake.notify()
-        if problem:
+        self._count("pairs")
+        if problem:  # a bad pair never displaces a good one waiting for the worker
+            self._count("bad_input")
             self.get_logger().warning(f"skipping a pair: {problem}", throttle_duration_sec=5.0)
+        elif self.worker.submit((ir_msg, vis_msg)):
+            self._count("dropped_busy")
 
     def _check_pair(self, ir_msg: Any, vis_msg: Any) -> str | None:
         """What is wrong with a pair that can be told without decoding it, or None."""
@@ -168,20 +156,11 @@ class FusionNode(Node):
         return None
 
     # -- worker: convert → fuse → publish --------------------------------------------------------------------
-    def _work(self) -> None:
-        while True:
-            with self.lock:
-                while self.pending is None and self.running:
-                    self.wake.wait(timeout=0.5)
-                if not self.running:
-                    return
-                (ir_msg, vis_msg), self.pending = self.pending, None
-                fuser = self.fuser
-            self._fuse_pair(fuser, ir_msg, vis_msg)
-
-    def _fuse_pair(self, fuser: Fuser, ir_msg: Any, vis_msg: Any) -> None:
+    def _fuse_pair(self, pair: tuple[Any, Any]) -> None:
         start = time.perf_counter()
-        values = self.values
+        ir_msg, vis_msg = pair
+        with self.lock:
+            fuser, values = self.fuser, self.values
         try:
             ir, vis = self._to_array(ir_msg, thermal=True), self._to_array(vis_msg, thermal=False)
             if ir.shape[:2] != vis.shape[:2] and fuser.config.resize == "none":  # compressed inputs
@@ -258,20 +237,12 @@ class FusionNode(Node):
                   "ir_sync_dropped": sum(stats.dropped[0].values()),
                   "visible_sync_dropped": sum(stats.dropped[1].values())}
         level = DiagnosticStatus.OK if counts["failed"] == 0 else DiagnosticStatus.WARN
-        status = DiagnosticStatus(level=level, name=f"{self.get_fully_qualified_name()}: fusion",
-                                  message=f"{counts['fused']} fused, {counts['dropped_busy']} dropped",
-                                  hardware_id="dig2dig_fusion",
-                                  values=[KeyValue(key=k, value=_fmt(v)) for k, v in values.items()])
-        msg = DiagnosticArray(status=[status])
-        msg.header.stamp = self.get_clock().now().to_msg()
-        self.pub_diag.publish(msg)
+        message = f"{counts['fused']} fused, {counts['dropped_busy']} dropped"
+        self.pub_diag.publish(diagnostics(self, "fusion", level, message, values))
 
     def stop(self) -> None:
         """Stop the worker thread (after the frame in progress)."""
-        with self.lock:
-            self.running = False
-            self.wake.notify_all()
-        self.worker.join(timeout=10.0)
+        self.worker.stop()
 
 
 def _qos_kwargs(profile: QoSProfile) -> dict[str, Any]:
@@ -294,10 +265,6 @@ def _rate(times: deque) -> float:
     if len(times) < 2 or times[-1] == times[0]:
         return 0.0
     return (len(times) - 1) / (times[-1] - times[0])
-
-
-def _fmt(value: Any) -> str:
-    return f"{value:.2f}" if isinstance(value, float) else str(value)
 
 
 def main(argv: list[str] | None = None) -> int:

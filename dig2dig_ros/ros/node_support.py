@@ -1,12 +1,17 @@
-"""What every dig2dig node shares: start-up errors, parameter descriptors, and the run-until-shutdown entry."""
+"""What every dig2dig node shares: start-up errors, parameter descriptors, the newest-wins worker, diagnostics,
+and the run-until-shutdown entry."""
 
 from __future__ import annotations
 
 import sys
+import threading
 from collections.abc import Callable
+from typing import Any
 
 import rclpy
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
+from rclpy.clock import Clock, ClockType
 from rclpy.node import Node
 
 from dig2dig_ros.ros.params import ParamSpec
@@ -53,3 +58,58 @@ def run_node(factory: Callable[[], Node], program: str, argv: list[str] | None =
         if rclpy.ok():
             rclpy.shutdown()
     return 0
+
+
+class NewestWorker:
+    """Runs ``handle(item)`` on a worker thread for the newest submitted item: an item submitted while another
+    still waits replaces it (newest wins), so nothing queues without bound. ``submit`` says whether it did."""
+
+    def __init__(self, handle: Callable[[Any], None], name: str) -> None:
+        self._handle = handle
+        self._wake = threading.Condition()
+        self._item: Any = None
+        self._waiting = False
+        self._running = True
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def submit(self, item: Any) -> bool:
+        """Hand over the newest item; True when it replaced one that was still waiting (a drop)."""
+        with self._wake:
+            replaced = self._waiting
+            self._item, self._waiting = item, True
+            self._wake.notify()
+        return replaced
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop after the item in progress; a waiting item is discarded."""
+        with self._wake:
+            self._running = False
+            self._wake.notify_all()
+        self._thread.join(timeout=timeout)
+
+    def _run(self) -> None:
+        while True:
+            with self._wake:
+                while not self._waiting and self._running:
+                    self._wake.wait(timeout=0.5)
+                if not self._running:
+                    return
+                item, self._item, self._waiting = self._item, None, False
+            self._handle(item)
+
+
+def steady_timer(node: Node, period: float, callback: Callable[[], None]) -> Any:
+    """A timer on the steady clock: it keeps firing when simulated time (/clock) stops, e.g. after a bag ends."""
+    return node.create_timer(period, callback, clock=Clock(clock_type=ClockType.STEADY_TIME))
+
+
+def diagnostics(node: Node, name: str, level: bytes, message: str, values: dict[str, Any]) -> DiagnosticArray:
+    """A /diagnostics message with one status for this node; floats shown with two decimals."""
+    status = DiagnosticStatus(
+        level=level, name=f"{node.get_fully_qualified_name()}: {name}", message=message,
+        hardware_id=node.get_name(),
+        values=[KeyValue(key=k, value=f"{v:.2f}" if isinstance(v, float) else str(v)) for k, v in values.items()])
+    msg = DiagnosticArray(status=[status])
+    msg.header.stamp = node.get_clock().now().to_msg()
+    return msg
