@@ -104,3 +104,30 @@ def test_mono16_thermal_is_stretched_and_nan_frames_are_skipped():
         fusion.destroy_node()
         peer.destroy_node()
         rclpy.shutdown()
+
+
+def test_switching_to_a_classical_method_at_run_time_publishes_fused_frames_only():
+    fusion, peer, executor = _graph("raw")
+    try:
+        assert fusion.set_parameters([Parameter("method", value="gff")])[0].successful
+        pub_ir = peer.create_publisher(Image, "ir/image", QOS)
+        pub_vis = peer.create_publisher(Image, "visible/image", QOS)
+        fused, dig = [], []
+        peer.create_subscription(Image, "fused/image", fused.append, QOS)
+        peer.create_subscription(Image, "fused/dig/ir", dig.append, QOS)
+        assert _spin(executor, lambda: pub_ir.get_subscription_count() and pub_vis.get_subscription_count())
+        ir, vis = make_sample_pair(size=(64, 80))
+        for sec in (1, 2):
+            a, b = numpy_to_image(ir, "mono8"), numpy_to_image(vis, "bgr8")
+            _stamp(a, sec)
+            _stamp(b, sec)
+            pub_ir.publish(a)
+            pub_vis.publish(b)
+            assert _spin(executor, lambda n=sec: len(fused) == n)
+        assert [m.header.stamp.sec for m in fused] == [1, 2] and dig == []
+        assert fusion.counts["failed"] == 0
+    finally:
+        fusion.stop()
+        fusion.destroy_node()
+        peer.destroy_node()
+        rclpy.shutdown()

@@ -41,3 +41,29 @@ def test_stop_ends_the_thread():
     worker.submit("x")
     worker.stop(timeout=5)
     assert not worker._thread.is_alive()
+
+
+def test_a_failing_item_does_not_end_the_worker():
+    handled = []
+
+    def handle(item):
+        if item == "bad":
+            raise RuntimeError("boom")
+        handled.append(item)
+
+    worker = NewestWorker(handle, "test")
+    try:
+        worker.submit("bad")
+        for _ in range(100):
+            if not worker._waiting:
+                break
+            threading.Event().wait(0.02)
+        threading.Event().wait(0.1)
+        worker.submit("good")
+        for _ in range(100):
+            if handled:
+                break
+            threading.Event().wait(0.05)
+        assert handled == ["good"]
+    finally:
+        worker.stop()

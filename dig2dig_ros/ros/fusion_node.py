@@ -212,6 +212,8 @@ class FusionNode(Node):
     def _publish(self, result: FusionResult, header: Any, overlay_source: str) -> None:
         encoding = "bgr8" if result.fused.ndim == 3 else "mono8"
         self.pub_fused.publish(conversions.numpy_to_image(result.fused, encoding, header))
+        if result.weights is None:  # a classical method: no DIG maps to show
+            return
         for k, name in enumerate(("ir", "visible")):
             weight = result.weights[k].astype(np.float32)  # (H,W)
             self.pub_dig[name].publish(conversions.numpy_to_image(weight, "32FC1", header))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import sys
 import threading
+import traceback
 from collections.abc import Callable
 from typing import Any
 
@@ -96,7 +97,10 @@ class NewestWorker:
                 if not self._running:
                     return
                 item, self._item, self._waiting = self._item, None, False
-            self._handle(item)
+            try:
+                self._handle(item)
+            except Exception:  # noqa: BLE001 - the handler counts its own errors; the worker must outlive any
+                traceback.print_exc()
 
 
 def steady_timer(node: Node, period: float, callback: Callable[[], None]) -> Any:
