@@ -87,7 +87,8 @@ def sample_dig(
     prior.check_size(h, w)
     device, dtype = sources.device, sources.dtype
     c = prior.channels
-    ac = prior.alphas_cumprod
+    ac = prior.alphas_cumprod  # on the prior's device, for per-sample ᾱ of the batch
+    ac_host = ac.double().cpu()  # one copy per frame: scalar ᾱ reads below cost no device sync
     probe_sources = sources.expand(k, c, h, w)  # gray sources replicated for an RGB prior
     tracker = DigTracker(dig, list(timesteps), sources)
     x = torch.randn((1, c, h, w), generator=generator, device=device, dtype=dtype)  # (1,C,H,W)
@@ -95,7 +96,7 @@ def sample_dig(
     target = guidance_target(sources, tracker.weights, guidance)  # (1,1,H,W), refreshed with the weights
     for i, t in enumerate(timesteps):
         t_prev = previous_timestep(timesteps, i)
-        ab, ab_prev = alpha_bar(ac, t), alpha_bar(ac, t_prev)
+        ab, ab_prev = alpha_bar(ac_host, t), alpha_bar(ac_host, t_prev)
         updating = dynamic_weights and tracker.is_update(i)
         probes = tracker.probes(i) if updating else []  # may be empty when the distances are cached
         # One prior call: the sample, then every source noised at each probe timestep (one shared ε draw).
@@ -103,7 +104,7 @@ def sample_dig(
         if probes:
             probe_noise = torch.randn((1, c, h, w), generator=generator, device=device, dtype=dtype)
         for s in probes:
-            a = alpha_bar(ac, s)
+            a = alpha_bar(ac_host, s)
             batch.append(a**0.5 * probe_sources + (1 - a) ** 0.5 * probe_noise)  # (K,C,H,W)
             batch_t += [s] * k
         xb = torch.cat(batch)  # (1 + K·P, C, H, W)

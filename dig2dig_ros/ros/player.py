@@ -97,6 +97,18 @@ def raise_interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
 
 
+def init_ros(program: str, ros_args: list[str]) -> Any:
+    """Fast DDS profile, SIGTERM ending like Ctrl-C, rclpy.init without its own handlers; returns the previous
+    SIGTERM handler for the caller to restore."""
+    use_fastdds_profile()
+    import rclpy
+    from rclpy.signals import SignalHandlerOptions
+
+    previous = signal.signal(signal.SIGTERM, raise_interrupt)
+    rclpy.init(args=[program, *ros_args], signal_handler_options=SignalHandlerOptions.NO)
+    return previous
+
+
 def use_fastdds_profile() -> None:
     """Point Fast DDS at the shipped shared-memory profile (large frames) unless the user chose one."""
     from dig2dig_ros.ros.graph import profile_environment
@@ -216,12 +228,8 @@ def main(argv: list[str] | None = None) -> int:
     except BagError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    use_fastdds_profile()
+    previous = init_ros("player", ros_args)
     import rclpy
-    from rclpy.signals import SignalHandlerOptions
-
-    previous = signal.signal(signal.SIGTERM, raise_interrupt)
-    rclpy.init(args=["player", *ros_args], signal_handler_options=SignalHandlerOptions.NO)
     node, status, started = None, 0, time.monotonic()
     player = None
     try:

@@ -27,7 +27,7 @@ from rosbags.rosbag2 import StoragePlugin, Writer
 from rosbags.typesys import get_types_from_msg
 
 from dig2dig_ros.ros.bag import STORAGES, BagError, typestore
-from dig2dig_ros.ros.player import message_class, raise_interrupt, split_ros_args, use_fastdds_profile
+from dig2dig_ros.ros.player import init_ros, message_class, split_ros_args
 
 
 @dataclass
@@ -176,12 +176,8 @@ def main(argv: list[str] | None = None) -> int:
     except BagError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    use_fastdds_profile()
+    previous = init_ros("recorder", ros_args)
     import rclpy
-    from rclpy.signals import SignalHandlerOptions
-
-    previous = signal.signal(signal.SIGTERM, raise_interrupt)
-    rclpy.init(args=["recorder", *ros_args], signal_handler_options=SignalHandlerOptions.NO)
     plugin = StoragePlugin.SQLITE3 if args.storage == "sqlite3" else StoragePlugin.MCAP
     writer = Writer(Path(args.bag), version=9, storage_plugin=plugin)
     node, recorder, status = None, None, 0
