@@ -24,9 +24,9 @@ setup(
     tests_require=["pytest"],
     entry_points={
         "console_scripts": [
-            "dig2dig = dig2dig_ros.cli:main",
-            "dig2dig-train-prior = dig2dig_ros.train_prior:main",
-            "dig2dig-ros = dig2dig_ros.ros.cli:main",
+            "dig2dig = dig2dig_ros.commands.cli:main",
+            "dig2dig-train-prior = dig2dig_ros.commands.train_prior:main",
+            "dig2dig-ros = dig2dig_ros.commands.ros_cli:main",
             "dig2dig_fusion = dig2dig_ros.ros.fusion_node:main",
             "dig2dig_detector = dig2dig_ros.ros.detector_node:main",
             "dig2dig-convert-yolov5 = dig2dig_ros.core.detection.convert:main",

@@ -34,7 +34,7 @@ def spin_for(node, seconds: float) -> None:
 
 
 def measure(node, size: int, args: argparse.Namespace, env: dict[str, str]) -> dict[str, float]:
-    graph = subprocess.Popen([sys.executable, "-m", "dig2dig_ros.ros.cli", "launch", f"prior:={args.prior}",
+    graph = subprocess.Popen([sys.executable, "-m", "dig2dig_ros.commands.ros_cli", "launch", f"prior:={args.prior}",
                               f"working_size:={size}", f"device:={args.device}", "log_level:=warn"],
                              env=env, start_new_session=True)
     qos = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)

@@ -23,13 +23,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from dig2dig_ros.commands.evaluate import Row, Sample, Score, evaluate_fuser, find_samples, markdown_table
+from dig2dig_ros.commands.plot_dig import Region as PlotRegion
+from dig2dig_ros.commands.plot_dig import auto_regions, half_gain_level, trace_dig
 from dig2dig_ros.core import imaging
 from dig2dig_ros.core.config import FusionConfig, flatten, with_overrides
 from dig2dig_ros.core.fusion import Fuser
 from dig2dig_ros.core.priors import Prior, load_prior
-from dig2dig_ros.evaluate import Row, Sample, Score, evaluate_fuser, find_samples, markdown_table
-from dig2dig_ros.plot_dig import Region as PlotRegion
-from dig2dig_ros.plot_dig import auto_regions, half_gain_level, trace_dig
 
 REPO = Path(__file__).resolve().parents[1]
 DATASETS = (("LLVIP", "vif/llvip"), ("MSRS", "vif/msrs"), ("TNO", "vif/tno"), ("RoadScene", "vif/roadscene"),

@@ -11,10 +11,10 @@ import pytest
 import yaml
 from rosbags.rosbag2 import Writer
 
+from dig2dig_ros.bags import bag
+from dig2dig_ros.bags.bag import BagError
 from dig2dig_ros.core.imaging import read_image
 from dig2dig_ros.core.sample_scene import make_sample_pair
-from dig2dig_ros.ros import bag
-from dig2dig_ros.ros.bag import BagError
 
 START = 1_700_000_000 * 10**9
 

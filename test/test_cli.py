@@ -7,7 +7,7 @@ import cv2
 import numpy as np
 import pytest
 
-from dig2dig_ros.cli import main
+from dig2dig_ros.commands.cli import main
 from dig2dig_ros.core.sample_scene import make_sample_pair
 
 FAST = ["--prior", "wiener", "--steps", "4", "--device", "cpu"]
@@ -94,7 +94,7 @@ def test_resize_policy_allows_mismatched_sizes(sample_pair, tmp_path):
 
 
 def test_console_script_exit_status_without_traceback(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "dig2dig_ros.cli", "fuse", "a.png", "b.png", "-o", "o.png"],
+    proc = subprocess.run([sys.executable, "-m", "dig2dig_ros.commands.cli", "fuse", "a.png", "b.png", "-o", "o.png"],
                           capture_output=True, text=True, cwd=tmp_path, timeout=120)
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr and "no such file" in proc.stderr

@@ -12,14 +12,14 @@ import pytest
 
 pytest.importorskip("rclpy")
 
-from dig2dig_ros.ros.bag import read_images  # noqa: E402
+from dig2dig_ros.bags.bag import read_images  # noqa: E402
 
 
 def _run_demo(tmp_path, *extra: str) -> tuple[subprocess.CompletedProcess, dict]:
     env = {**os.environ, "ROS_DOMAIN_ID": str(1 + os.getpid() % 99), "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST"}
     out = tmp_path / "demo"
-    proc = subprocess.run([sys.executable, "-m", "dig2dig_ros.ros.cli", "demo", "--out", str(out), "--settle", "4",
-                           *extra, "prior:=wiener", "working_size:=96"],
+    cmd = [sys.executable, "-m", "dig2dig_ros.commands.ros_cli", "demo", "--out", str(out), "--settle", "4", *extra]
+    proc = subprocess.run([*cmd, "prior:=wiener", "working_size:=96"],
                           env=env, capture_output=True, text=True, timeout=400)
     summary = json.loads((out / "summary.json").read_text()) if (out / "summary.json").exists() else {}
     return proc, summary

@@ -9,8 +9,8 @@ import cv2
 import numpy as np
 import pytest
 
-from dig2dig_ros import evaluate, plot_dig
-from dig2dig_ros.cli import main
+from dig2dig_ros.commands import evaluate, plot_dig
+from dig2dig_ros.commands.cli import main
 from dig2dig_ros.core import imaging, metrics
 from dig2dig_ros.core.config import FusionConfig, with_overrides
 from dig2dig_ros.core.fusion import Fuser, FusionError

@@ -95,7 +95,7 @@ def test_node_fuses_full_size_llvip_pairs_and_counts_everything(shared_data, ros
     node = rclpy.create_node("test_fusion_player")
     stale_before = _stale_shm_segments()
     runner = subprocess.Popen(
-        [sys.executable, "-m", "dig2dig_ros.ros.cli", "launch", f"params_file:={_params_file(tmp_path)}"],
+        [sys.executable, "-m", "dig2dig_ros.commands.ros_cli", "launch", f"params_file:={_params_file(tmp_path)}"],
         env=ros_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
     try:
         qos = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)

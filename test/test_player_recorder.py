@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from dig2dig_ros.ros import bag
-from dig2dig_ros.ros.bag import BagError
+from dig2dig_ros.bags import bag
+from dig2dig_ros.bags.bag import BagError
 from dig2dig_ros.ros.graph import PROFILE_VARIABLES
 
 pytest.importorskip("rclpy")
@@ -33,7 +33,7 @@ def ros_env() -> dict[str, str]:
 
 
 def start(module: str, *args: str) -> subprocess.Popen[str]:
-    return subprocess.Popen([sys.executable, "-m", f"dig2dig_ros.ros.{module}", *args], env=ros_env(), cwd=REPO,
+    return subprocess.Popen([sys.executable, "-m", f"dig2dig_ros.bags.{module}", *args], env=ros_env(), cwd=REPO,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -109,7 +109,7 @@ def test_player_reports_truncated_and_unknown_bags(tmp_path: Path) -> None:
 def test_player_helpers_and_recorder_argument_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from rclpy.qos import DurabilityPolicy, ReliabilityPolicy
 
-    from dig2dig_ros.ros import player, recorder
+    from dig2dig_ros.bags import player, recorder
 
     qos = player.playback_qos([])
     assert qos.reliability == ReliabilityPolicy.RELIABLE and qos.depth == 10
@@ -127,7 +127,7 @@ def test_player_helpers_and_recorder_argument_errors(tmp_path: Path, capsys: pyt
 
 
 def test_recorder_learns_types_from_installed_msg_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from dig2dig_ros.ros import recorder
+    from dig2dig_ros.bags import recorder
 
     share = tmp_path / "share"
     (share / "zz_msgs" / "msg").mkdir(parents=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import shutil
 from pathlib import Path
@@ -71,9 +72,24 @@ def test_epsilon_and_x0_estimate_agree() -> None:
         torch.testing.assert_close(x0, prior.x0_estimate(x, t))
 
 
+def test_float32_forward_matches_the_float64_reference() -> None:
+    # The Wiener part runs in float32 on float32 frames; the float64 prior is the reference it must stay near.
+    prior = _trained_like(SMALL)
+    reference = copy.deepcopy(prior).double()
+    x = torch.randn(4, 1, 48, 64, generator=torch.Generator().manual_seed(3))  # (B,1,H,W)
+    t = torch.tensor([0, 20, 500, 999])
+    with torch.inference_mode():
+        eps, eps64 = prior(x, t), reference(x.double(), t)
+        x0, x064 = prior.x0_estimate(x, t), reference.x0_estimate(x.double(), t)
+    assert eps.dtype == torch.float32
+    torch.testing.assert_close(x0.double(), x064, rtol=0, atol=1e-5)
+    torch.testing.assert_close(eps.double(), eps64, rtol=0, atol=1e-3)  # ÷ √(1−ᾱ) = 100 at t = 0
+    assert (eps.double() - eps64)[1:].abs().max() < 1e-4
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
 def test_saved_weights_reload_and_reproduce_the_stored_fingerprint(tmp_path: Path, dtype: torch.dtype) -> None:
-    from dig2dig_ros.train_prior import save_weights
+    from dig2dig_ros.commands.train_prior import save_weights
 
     prior = _trained_like(SMALL)
     out = tmp_path / "p.safetensors"
@@ -155,7 +171,7 @@ def test_config_that_does_not_match_the_weights_is_a_clear_error(tmp_path: Path,
 
 
 def test_beats_the_default_wiener_prior_on_held_back_images(shared_data: Path, tmp_path: Path) -> None:
-    from dig2dig_ros.prior_eval import run_prior_eval
+    from dig2dig_ros.commands.prior_eval import run_prior_eval
 
     # a quick subset (the first three held-back pairs, at 320 px); docs/PRIOR.md has the full table
     lines = (REPO / "data_splits" / "prior_validation.txt").read_text().splitlines()
@@ -173,7 +189,7 @@ def test_prior_eval_psnr_falls_with_noise_and_is_paired(tmp_path: Path, capsys: 
     import cv2
     import numpy as np
 
-    from dig2dig_ros.prior_eval import centre_crop, main, psnr_255, run_prior_eval
+    from dig2dig_ros.commands.prior_eval import centre_crop, main, psnr_255, run_prior_eval
 
     assert psnr_255(torch.zeros(4), torch.full((4,), 2 / 255)) == pytest.approx(20 * np.log10(255))
     assert centre_crop(np.zeros((70, 100)), 32).shape == (64, 96)

@@ -11,9 +11,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from dig2dig_ros.core.priors import load_prior
-from dig2dig_ros.core.priors.bundled import BundledConfig, BundledPrior
-from dig2dig_ros.train_prior import (
+from dig2dig_ros.commands.train_prior import (
     TrainSettings,
     find_images,
     is_listed,
@@ -23,6 +21,8 @@ from dig2dig_ros.train_prior import (
     train,
     x0_loss,
 )
+from dig2dig_ros.core.priors import load_prior
+from dig2dig_ros.core.priors.bundled import BundledConfig, BundledPrior
 
 REPO = Path(__file__).resolve().parents[1]
 SMALL = BundledConfig(widths=(16, 24, 32), blocks=(1, 1, 1), heads=2, emb_dim=32)

@@ -7,6 +7,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")  # what folder readers pick up
+
 
 class ImageError(ValueError):
     """An input image is unreadable, empty, of an unsupported type, or of a mismatched size."""

@@ -19,8 +19,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from dig2dig_ros.bags.bag import bag_from_images, read_images, read_messages, typestore, write_sample_bag
 from dig2dig_ros.core.imaging import to_uint8
-from dig2dig_ros.ros.bag import bag_from_images, read_images, read_messages, typestore, write_sample_bag
 from dig2dig_ros.ros.launcher import ros_environment, stop_processes
 
 OUTPUT_TOPICS = {
@@ -47,7 +47,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _cli(*args: str) -> list[str]:
-    return [sys.executable, "-m", "dig2dig_ros.ros.cli", *args]
+    return [sys.executable, "-m", "dig2dig_ros.commands.ros_cli", *args]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -21,46 +21,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from dig2dig_ros import prior_eval as prior_eval_cmd
+from dig2dig_ros.commands import prior_eval as prior_eval_cmd
+from dig2dig_ros.commands.options import USER_ERRORS, add_fusion_options, build_fuser
 from dig2dig_ros.core import imaging
-from dig2dig_ros.core.config import RESIZE_POLICIES, TASKS, FusionConfig, with_overrides
-from dig2dig_ros.core.fusion import Fuser, FusionError, FusionResult
-from dig2dig_ros.core.priors import PriorError
-from dig2dig_ros.core.sampler import SamplerError
-
-DEFAULT_PRIOR = "bundled"
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
-USER_ERRORS = (FusionError, PriorError, SamplerError, imaging.ImageError, ValueError, KeyError, OSError)
-
-
-def _fusion_options(parser: argparse.ArgumentParser) -> None:
-    defaults = FusionConfig()
-    parser.add_argument("--task", choices=TASKS, default=defaults.task, help="vif: SRC1 infrared, SRC2 visible")
-    parser.add_argument("--method", default=defaults.method, help="dig, static, average, max, laplacian, gff")
-    parser.add_argument("--steps", type=int, default=defaults.sampler.steps, help="sampler steps (DIG-N)")
-    parser.add_argument("--prior", default=DEFAULT_PRIOR, help="bundled, wiener, adm:PATH, diffusers:DIR")
-    parser.add_argument("--max-side", type=int, default=defaults.max_side, help="working size (0: input size)")
-    parser.add_argument("--seed", type=int, default=defaults.sampler.seed)
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
-    parser.add_argument("--resize", choices=RESIZE_POLICIES, default=defaults.resize,
-                        help="policy for sources of different sizes (default: error)")
-    parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
-                        help="any fusion setting by dotted name, e.g. dig.interval=5 (repeatable)")
-
-
-def build_fuser(args: argparse.Namespace) -> Fuser:
-    """A Fuser from the parsed fusion options."""
-    overrides: dict[str, object] = {
-        "task": args.task, "method": args.method, "max_side": args.max_side, "resize": args.resize,
-        "sampler.steps": args.steps, "sampler.seed": args.seed,
-    }
-    for item in args.set:
-        name, sep, value = item.partition("=")
-        if not sep:
-            raise ValueError(f"--set expects NAME=VALUE, got {item!r}")
-        overrides[name.strip()] = value.strip()
-    config = with_overrides(FusionConfig(), overrides)
-    return Fuser(config, prior=args.prior, device=args.device)
+from dig2dig_ros.core.fusion import FusionError, FusionResult
 
 
 def write_image(path: Path, img: np.ndarray) -> None:
@@ -101,7 +65,7 @@ def find_pairs(data: Path) -> list[tuple[str, Path, Path]]:
         raise FusionError(f"{data} must contain ir/ and vis/ folders")
 
     def index(folder: Path) -> dict[str, Path]:
-        return {p.stem: p for p in sorted(folder.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES}
+        return {p.stem: p for p in sorted(folder.iterdir()) if p.suffix.lower() in imaging.IMAGE_SUFFIXES}
 
     ir, vis = index(data / "ir"), index(data / "vis")
     stems = sorted(set(ir) & set(vis))
@@ -153,13 +117,13 @@ def build_parser() -> argparse.ArgumentParser:
     fuse.add_argument("sources", nargs="+", help="source images (VIF: infrared then visible)")
     fuse.add_argument("-o", "--output", required=True, help="fused image path")
     fuse.add_argument("--weights-dir", help="also write the final DIG weights as DIR/weight_<k>.png")
-    _fusion_options(fuse)
+    add_fusion_options(fuse)
     fuse.set_defaults(func=cmd_fuse)
 
     fuse_dir = sub.add_parser("fuse-dir", help="fuse every DIR/ir, DIR/vis pair")
     fuse_dir.add_argument("--data", required=True)
     fuse_dir.add_argument("--out", required=True)
-    _fusion_options(fuse_dir)
+    add_fusion_options(fuse_dir)
     fuse_dir.set_defaults(func=cmd_fuse_dir)
 
     prior_eval = sub.add_parser("prior-eval", help="PSNR of a prior's x0 estimate at several noise levels")
@@ -168,10 +132,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="fuse the shipped synthetic sample and write the results")
     demo.add_argument("--out", default="demo_output")
-    _fusion_options(demo)
+    add_fusion_options(demo)
     demo.set_defaults(func=cmd_demo)
 
-    from dig2dig_ros import evaluate, plot_dig
+    from dig2dig_ros.commands import evaluate, plot_dig
 
     evaluation = sub.add_parser("eval", help="fusion metrics of one or more methods over a dataset folder")
     evaluate.add_arguments(evaluation)

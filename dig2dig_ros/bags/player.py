@@ -25,7 +25,7 @@ from typing import Any
 
 from rosbags.interfaces import Qos, QosDurability, QosReliability
 
-from dig2dig_ros.ros.bag import BagError, BagTopic, bag_topics, read_messages
+from dig2dig_ros.bags.bag import BagError, BagTopic, bag_topics, read_messages
 
 DEFAULT_CLOCK_HZ = 100.0
 _INFINITE_SEC = 2**31 - 1  # rosbag2 writes "infinite" durations as huge second counts

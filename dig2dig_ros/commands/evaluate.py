@@ -19,11 +19,11 @@ from pathlib import Path
 
 import numpy as np
 
+from dig2dig_ros.commands.options import build_fuser
 from dig2dig_ros.core import imaging, metrics
 from dig2dig_ros.core.config import RESIZE_POLICIES, TASKS, FusionConfig
 from dig2dig_ros.core.fusion import Fuser, FusionError
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 METRICS = ("MSE", "PSNR", "SSIM", "CC", "Qabf", "Nabf", "SD", "SF", "AG", "EI", "EN", "MI")
 LOWER_IS_BETTER = ("MSE", "Nabf", "seconds")
 FORMATS = {"MSE": ".1f", "PSNR": ".2f", "Nabf": ".4f", "SD": ".2f", "SF": ".2f", "AG": ".2f", "EI": ".2f",
@@ -63,7 +63,7 @@ class Row:
 
 
 def _images_in(folder: Path) -> list[Path]:
-    return [p for p in sorted(folder.iterdir()) if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
+    return [p for p in sorted(folder.iterdir()) if p.is_file() and p.suffix.lower() in imaging.IMAGE_SUFFIXES]
 
 
 def _source_key(path: Path) -> tuple[int, str]:
@@ -142,7 +142,7 @@ def evaluate_fuser(
 
 def find_fused(folder: Path, name: str) -> Path:
     """The image in `folder` whose stem is `name`; FusionError when there is none."""
-    for suffix in IMAGE_SUFFIXES:
+    for suffix in imaging.IMAGE_SUFFIXES:
         for candidate in (folder / f"{name}{suffix}", folder / f"{name}{suffix.upper()}"):
             if candidate.is_file():
                 return candidate
@@ -225,8 +225,6 @@ def _fused_dirs(items: Sequence[str]) -> list[tuple[str, Path]]:
 
 def run(args: argparse.Namespace) -> int:
     """Evaluate, print the table and write it to --out; 0 on success."""
-    from dig2dig_ros.cli import build_fuser
-
     if args.threads > 0:
         import torch
 

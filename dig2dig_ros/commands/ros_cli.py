@@ -17,10 +17,10 @@ from collections.abc import Sequence
 
 COMMANDS = {
     "launch": ("dig2dig_ros.ros.launcher", "start the fusion graph (same arguments as fusion.launch.py)"),
-    "bag-from-images": ("dig2dig_ros.ros.bag", "write a rosbag2 from DIR/{ir,vis} image folders"),
-    "play": ("dig2dig_ros.ros.player", "publish a bag's messages in time order (raw CDR), with /clock"),
-    "record": ("dig2dig_ros.ros.recorder", "record topics to a rosbag2"),
-    "demo": ("dig2dig_ros.ros.demo", "replay a sample bag through the graph and keep the outputs"),
+    "bag-from-images": ("dig2dig_ros.bags.bag", "write a rosbag2 from DIR/{ir,vis} image folders"),
+    "play": ("dig2dig_ros.bags.player", "publish a bag's messages in time order (raw CDR), with /clock"),
+    "record": ("dig2dig_ros.bags.recorder", "record topics to a rosbag2"),
+    "demo": ("dig2dig_ros.bags.demo", "replay a sample bag through the graph and keep the outputs"),
 }
 
 

@@ -26,8 +26,8 @@ from rosbags.interfaces import Qos, QosDurability, QosHistory, QosLiveliness, Qo
 from rosbags.rosbag2 import StoragePlugin, Writer
 from rosbags.typesys import get_types_from_msg
 
-from dig2dig_ros.ros.bag import STORAGES, BagError, typestore
-from dig2dig_ros.ros.player import init_ros, message_class, split_ros_args
+from dig2dig_ros.bags.bag import STORAGES, BagError, typestore
+from dig2dig_ros.bags.player import init_ros, message_class, split_ros_args
 
 
 @dataclass

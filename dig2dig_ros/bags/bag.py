@@ -37,7 +37,6 @@ IMAGE_TYPE = "sensor_msgs/msg/Image"
 IR_TOPIC = "/ir/image"
 VIS_TOPIC = "/visible/image"
 STORAGES = ("sqlite3", "mcap")
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 _ZERO = QosTime(0, 0)  # rmw "unspecified": infinite deadline, lifespan and lease
 RELIABLE_QOS = Qos(QosHistory.KEEP_LAST, 10, QosReliability.RELIABLE, QosDurability.VOLATILE, _ZERO, _ZERO,
                    QosLiveliness.AUTOMATIC, _ZERO, False)
@@ -159,7 +158,7 @@ def image_pairs(ir_dir: str | Path, vis_dir: str | Path) -> list[tuple[str, Path
     for folder in (Path(ir_dir), Path(vis_dir)):
         if not folder.is_dir():
             raise BagError(f"{folder} is not a folder")
-        found.append({p.stem: p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES})
+        found.append({p.stem: p for p in folder.iterdir() if p.suffix.lower() in imaging.IMAGE_SUFFIXES})
     ir, vis = found
     stems = sorted(ir.keys() & vis.keys())
     if not stems:
