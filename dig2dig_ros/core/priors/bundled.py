@@ -169,7 +169,11 @@ class BundledUNet(nn.Module):
 
 
 class BundledPrior(Prior):
-    """The Wiener estimate corrected by :class:`BundledUNet`; ε interface, x0 inside."""
+    """The Wiener estimate corrected by :class:`BundledUNet`; ε interface, x0 inside.
+
+    Runs in the input's dtype; the Wiener part runs in float32 for float32 input (float64 only for float64
+    input), the ᾱ scalars are formed in float64 and then cast.
+    """
 
     channels = 1
 
@@ -202,8 +206,9 @@ class BundledPrior(Prior):
 
     def forward(self, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """ε̂ = (x_t − √ᾱ·x̂0)/√(1 − ᾱ) for x_t (B,1,H,W), t (B,)."""
-        ab = self.alphas_cumprod.to(x_t.device)[t.long()].view(-1, 1, 1, 1).to(x_t.dtype)  # (B,1,1,1)
-        return (x_t - ab.sqrt() * self.x0_estimate(x_t, t)) / (1 - ab).sqrt()
+        ab = self.alphas_cumprod.to(x_t.device)[t.long()].view(-1, 1, 1, 1)  # (B,1,1,1) float64
+        scale = (1 / (1 - ab).sqrt()).to(x_t.dtype)  # 1 − ᾱ in float64: ᾱ is within 1e-4 of 1 at t = 0
+        return (x_t - ab.sqrt().to(x_t.dtype) * self.x0_estimate(x_t, t)) * scale
 
 
 CHECK_T = 500

@@ -28,11 +28,16 @@ class WienerPrior(Prior):
         self.alpha, self.std, self.mean, self.f0 = alpha, std, mean, f0
         self._spectra: dict[tuple, torch.Tensor] = {}
 
-    def spectrum(self, height: int, width: int, device: torch.device | None = None) -> torch.Tensor:
-        """P(f) on the rfft2 grid, float64, shape (H, W//2+1); its full-grid mean is std². Cached per size."""
-        key = (height, width, str(device))
+    def spectrum(
+        self, height: int, width: int, device: torch.device | None = None, dtype: torch.dtype = torch.float64
+    ) -> torch.Tensor:
+        """P(f) on the rfft2 grid, shape (H, W//2+1), in ``dtype``; its full-grid mean is std². Cached per size."""
+        key = (height, width, str(device), dtype)
         if key not in self._spectra:
-            self._spectra[key] = self._spectrum(height, width, device)
+            full = self._spectra.get((height, width, str(device), torch.float64))
+            if full is None:
+                full = self._spectrum(height, width, device)  # computed in float64, then cast
+            self._spectra[key] = full.to(dtype)
         return self._spectra[key]
 
     def _spectrum(self, height: int, width: int, device: torch.device | None) -> torch.Tensor:
@@ -48,13 +53,22 @@ class WienerPrior(Prior):
         return shape * (self.std**2 / full_mean)
 
     def x0_estimate(self, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        """The posterior mean E[x0 | x_t] for x_t (B,C,H,W) at timesteps t (B,)."""
+        """The posterior mean E[x0 | x_t] for x_t (B,C,H,W) at timesteps t (B,), in x_t's dtype.
+
+        Computed in float64 for a float64 x_t and in float32 otherwise (float16/bfloat16 inputs included: the
+        FFT is not run in half precision).
+        """
         h, w = x_t.shape[-2:]
+        dtype = torch.float64 if x_t.dtype == torch.float64 else torch.float32
         ab = self.alphas_cumprod.to(x_t.device)[t.long()].view(-1, 1, 1, 1)  # (B,1,1,1) float64
-        p = self.spectrum(h, w, x_t.device)  # (H,W//2+1)
-        gain = ab.sqrt() * p / (ab * p + 1 - ab)  # (B,1,H,W//2+1)
-        centred = x_t.double() - ab.sqrt() * self.mean  # (B,C,H,W)
-        x0 = self.mean + torch.fft.irfft2(gain * torch.fft.rfft2(centred, norm="ortho"), s=(h, w), norm="ortho")
+        p = self.spectrum(h, w, x_t.device, dtype)  # (H,W//2+1)
+        gain = (ab.sqrt() / (1 - ab)).to(dtype) * p / ((ab / (1 - ab)).to(dtype) * p + 1)  # (B,1,H,W//2+1)
+        centred = x_t.to(dtype)
+        if self.mean:
+            centred = centred - (ab.sqrt() * self.mean).to(dtype)  # (B,C,H,W)
+        x0 = torch.fft.irfft2(gain * torch.fft.rfft2(centred, norm="ortho"), s=(h, w), norm="ortho")
+        if self.mean:
+            x0 = x0 + self.mean
         return x0.to(x_t.dtype)
 
     def expected_mse(self, height: int, width: int, t: int) -> float:
@@ -77,8 +91,9 @@ class WienerPrior(Prior):
 
     def forward(self, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """ε̂ = (x_t − √ᾱ·x̂0) / √(1−ᾱ) for x_t (B,C,H,W), t (B,)."""
-        ab = self.alphas_cumprod.to(x_t.device)[t.long()].view(-1, 1, 1, 1).to(x_t.dtype)  # (B,1,1,1)
-        return (x_t - ab.sqrt() * self.x0_estimate(x_t, t)) / (1 - ab).sqrt()
+        ab = self.alphas_cumprod.to(x_t.device)[t.long()].view(-1, 1, 1, 1)  # (B,1,1,1) float64
+        scale = (1 / (1 - ab).sqrt()).to(x_t.dtype)  # 1 − ᾱ in float64: ᾱ is within 1e-4 of 1 at t = 0
+        return (x_t - ab.sqrt().to(x_t.dtype) * self.x0_estimate(x_t, t)) * scale
 
 
 @register_prior("wiener")
