@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from dig2dig_ros.ros.graph import LAUNCH_ARGUMENTS, PROFILE_VARIABLES, build_graph
-from dig2dig_ros.ros.launcher import node_command, parse_launch_arguments
+from dig2dig_ros.ros.graph import LAUNCH_ARGUMENTS, PROFILE_VARIABLES, build_graph, fastdds_profile
+from dig2dig_ros.ros.launcher import EXECUTABLE_MODULES, node_command, parse_launch_arguments, ros_environment
 
 LAUNCH_FILE = Path(__file__).resolve().parents[1] / "launch" / "fusion.launch.py"
 
@@ -60,14 +60,19 @@ def _launched_nodes(module, given):
     {},
     {"namespace": "robot1", "use_sim_time": "true", "prior": "wiener", "working_size": "160"},
     {"detect": "true", "detector_model": "/models/yolov5n", "ir_topic": "/thermal/image_raw", "device": "cpu"},
+    {"view": "true", "view_port": "9090", "foxglove": "true", "namespace": "r2", "ir_topic": "/thermal"},
 ])
-def test_launch_file_and_runner_describe_the_same_graph(launch_module, given):
+def test_launch_file_and_runner_describe_the_same_graph(launch_module, given, monkeypatch):
+    for name in PROFILE_VARIABLES:  # conftest sets them for the session; here: a user who chose no profile
+        monkeypatch.delenv(name, raising=False)
     declared, entities, nodes = _launched_nodes(launch_module, given)
     assert set(declared) == set(LAUNCH_ARGUMENTS)
     env = [e.args for e in entities if type(e).__name__ == "SetEnvironmentVariable"]
     assert {name for name, _ in env} == set(PROFILE_VARIABLES)  # Fast DDS 2.x and 3.x names
-    assert all(path.endswith("fastdds_profile.xml") for _, path in env)
+    assert all(path == str(fastdds_profile()) for _, path in env)
+    assert {name: ros_environment({})[name] for name in PROFILE_VARIABLES} == dict(env)  # the runner agrees
     specs = build_graph(given)
+    assert all(s.executable in EXECUTABLE_MODULES for s in specs)
     assert [n.kwargs["executable"] for n in nodes] == [s.executable for s in specs]
     for node, spec in zip(nodes, specs, strict=True):
         kw = node.kwargs
@@ -81,6 +86,36 @@ def test_launch_file_and_runner_describe_the_same_graph(launch_module, given):
             assert any(arg.startswith(f"{key}:=") for arg in command), key
         if given.get("namespace"):
             assert f"__ns:={given['namespace']}" in command
+
+
+@pytest.mark.parametrize("user", [
+    {"FASTDDS_DEFAULT_PROFILES_FILE": "/etc/my_profile.xml"},
+    {"FASTRTPS_DEFAULT_PROFILES_FILE": "/etc/my_profile.xml"},
+    {"FASTRTPS_DEFAULT_PROFILES_FILE": "/etc/a.xml", "FASTDDS_DEFAULT_PROFILES_FILE": "/etc/b.xml"},
+])
+def test_launch_file_and_runner_respect_the_users_fastdds_profile(launch_module, monkeypatch, user):
+    for name in PROFILE_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    for name, value in user.items():
+        monkeypatch.setenv(name, value)
+    _, entities, _ = _launched_nodes(launch_module, {})
+    launched = {**user, **{e.args[0]: e.args[1] for e in entities if type(e).__name__ == "SetEnvironmentVariable"}}
+    runner = ros_environment()
+    assert launched == {name: runner[name] for name in PROFILE_VARIABLES}
+    assert all(value.startswith("/etc/") for value in launched.values())  # never the shipped one over the user's
+
+
+def test_view_and_foxglove_nodes_follow_the_arguments():
+    fusion, view, foxglove = build_graph({"view": "true", "foxglove": "true", "view_port": "8081",
+                                          "ir_topic": "/thermal/image_raw", "namespace": "/robot1/"})
+    assert view.executable == "dig2dig_web_view" and foxglove.executable == "dig2dig_foxglove_bridge"
+    assert view.parameters == {"use_sim_time": False, "host": "127.0.0.1", "port": 8081}
+    assert foxglove.parameters == {"use_sim_time": False, "host": "127.0.0.1", "port": 8765}
+    assert view.remappings == fusion.remappings == [("ir/image", "/thermal/image_raw")]  # the page shows the inputs
+    assert view.namespace == foxglove.namespace == "robot1"
+    view_only = build_graph({"view": "true", "view_host": "0.0.0.0"})
+    assert [s.executable for s in view_only] == ["dig2dig_fusion", "dig2dig_web_view"]
+    assert view_only[1].parameters["host"] == "0.0.0.0"
 
 
 def test_arguments_reach_the_nodes():

@@ -42,6 +42,12 @@ LAUNCH_ARGUMENTS: dict[str, LaunchArgument] = {
     "detect": LaunchArgument("false", "also start the YOLOv5 detector on fused/image"),
     "detector_model": LaunchArgument("", "folder of the converted YOLOv5 model (dig2dig-convert-yolov5)"),
     "rviz": LaunchArgument("false", "start RViz with config/fusion.rviz (real ROS 2 only)"),
+    "view": LaunchArgument("false", "start the live web view (dig2dig_web_view): page, MJPEG streams, snapshots"),
+    "view_port": LaunchArgument("8080", "HTTP port of the live web view"),
+    "view_host": LaunchArgument("127.0.0.1", "address the live web view binds (0.0.0.0: every interface, no login)"),
+    "foxglove": LaunchArgument("false", "start a Foxglove WebSocket server (dig2dig_foxglove_bridge)"),
+    "foxglove_port": LaunchArgument("8765", "port of the Foxglove WebSocket server"),
+    "foxglove_host": LaunchArgument("127.0.0.1", "address the Foxglove server binds (0.0.0.0: every interface)"),
     "log_level": LaunchArgument("info", "logging level of the nodes"),
 }
 
@@ -125,6 +131,14 @@ def build_graph(given: dict[str, str]) -> list[NodeSpec]:
             detector_params["device"] = args["device"]
         nodes.append(NodeSpec("dig2dig_detector", "dig2dig_detector", namespace, [args["params_file"]],
                               detector_params, [], args["log_level"]))
+    if _truthy(args["view"]):
+        view_params = {"use_sim_time": sim, "host": args["view_host"], "port": int(args["view_port"])}
+        nodes.append(NodeSpec("dig2dig_web_view", "dig2dig_web_view", namespace, [args["params_file"]],
+                              view_params, list(remaps), args["log_level"]))
+    if _truthy(args["foxglove"]):
+        foxglove_params = {"use_sim_time": sim, "host": args["foxglove_host"], "port": int(args["foxglove_port"])}
+        nodes.append(NodeSpec("dig2dig_foxglove_bridge", "dig2dig_foxglove_bridge", namespace,
+                              [args["params_file"]], foxglove_params, [], args["log_level"]))
     return nodes
 
 

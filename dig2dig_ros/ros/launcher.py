@@ -21,6 +21,8 @@ from dig2dig_ros.ros.graph import NodeSpec, build_graph, profile_environment
 EXECUTABLE_MODULES = {
     "dig2dig_fusion": "dig2dig_ros.ros.fusion_node",
     "dig2dig_detector": "dig2dig_ros.ros.detector_node",
+    "dig2dig_web_view": "dig2dig_ros.view.web_view_node",
+    "dig2dig_foxglove_bridge": "dig2dig_ros.view.foxglove_node",
 }
 
 
