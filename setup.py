@@ -30,6 +30,8 @@ setup(
             "dig2dig_fusion = dig2dig_ros.ros.fusion_node:main",
             "dig2dig_detector = dig2dig_ros.ros.detector_node:main",
             "dig2dig-convert-yolov5 = dig2dig_ros.core.detection.convert:main",
+            "dig2dig_web_view = dig2dig_ros.view.web_view_node:main",
+            "dig2dig_foxglove_bridge = dig2dig_ros.view.foxglove_node:main",
         ],
     },
 )
