@@ -135,6 +135,6 @@ def test_unwatched_channels_send_nothing_and_puts_never_wait(bridge):
     start = time.perf_counter()
     for i in range(200):
         bridge.put_image("/fused/image", (big, "bgr8"), i)
-    assert (time.perf_counter() - start) / 200 < 0.002
+    assert (time.perf_counter() - start) / 200 < 0.01  # a put that waited on a viewer would take far longer
     time.sleep(0.2)
     assert bridge.watched() == set() and bridge.sent["/fused/image"] == 0

@@ -141,7 +141,7 @@ def test_a_stalled_browser_never_slows_the_producer(served):
     for i in range(300):
         slot.put((big, "bgr8"), stamp_ns=i)
     per_put = (time.perf_counter() - start) / 300
-    assert per_put < 0.002, f"{per_put * 1e3:.2f} ms per put with stalled streams"
+    assert per_put < 0.01, f"{per_put * 1e3:.2f} ms per put with stalled streams"  # blocking would take seconds
     with _get(view, "/snapshot?topic=/fused/image") as reply:  # and other clients are still served
         assert reply.status == 200
     for sock in stalled:
