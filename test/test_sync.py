@@ -348,3 +348,117 @@ def test_subscriber_wiring_with_rclpy(monkeypatch):
         node.destroy_node()
     finally:
         rclpy.shutdown(context=context)
+
+
+# -- cases adapted from ros2/message_filters test/test_approxsync.py, and the latency rules --------------------
+
+def test_upstream_equal_stamp_pairs_come_out_when_complete_even_with_queue_size_one():
+    rig = Rig(2, queue_size=1, slop=0.1)
+    for t in range(10):
+        rig.feed([(0, t * NS_PER_S)])
+        assert len(rig.sets) == t  # nothing can come out of half a pair
+        rig.feed([(1, t * NS_PER_S)])
+        assert rig.sets[-1] == (t * NS_PER_S, t * NS_PER_S)  # spread 0 cannot be beaten: out at once
+
+
+@pytest.mark.parametrize("n", range(1, 10))
+def test_upstream_scrambled_sequences_keep_the_cpp_guarantees(n):
+    """Upstream expects all n pairs back from two inputs whose *own* order is scrambled. We do not: per input,
+    stamps must not go backwards (C++ ApproximateTime's assumption), and sets never cross or go back in time, so
+    a message older than one its input already delivered is dropped (too_old) and counted. Delivered in order,
+    the same messages all pair up."""
+    rng = random.Random(n)
+    stamps = [t * NS_PER_S for t in range(n)]
+    rig = Rig(2, queue_size=n, slop=0.1)
+    rig.feed([(0, t) for t in rng.sample(stamps, n)])
+    assert rig.sets == []
+    rig.feed([(1, t) for t in rng.sample(stamps, n)])
+    check_invariants(rig.sets, 0)
+    assert all(a == b for a, b in rig.sets)  # only true pairs, each once, increasing
+    stats = rig.sync.stats
+    for j in range(2):
+        accounted = sum(stats.dropped[j].values()) + stats.emitted + rig.sync.pending()[j]
+        assert accounted == stats.received[j] == n
+    in_order = Rig(2, queue_size=n, slop=0.1)
+    in_order.feed([(0, t) for t in stamps] + [(1, t) for t in stamps])
+    assert in_order.sets == [(t, t) for t in stamps]
+
+
+def test_upstream_headerless_partners_pair_in_arrival_order():
+    now = [100.0]
+    inputs = [SimpleFilter(), SimpleFilter()]
+    sync = ApproximateTimeSynchronizer(inputs, 9, 10, allow_headerless=True, clock=lambda: now[0])
+    got = []
+    sync.registerCallback(lambda a, b: got.append((a.t, b.label)))
+    stamps = [round((100.0 + t) * NS_PER_S) for t in range(9)]
+    for t in stamps:
+        inputs[0].signalMessage(fake(t))
+    assert got == []
+    for k, t in enumerate(stamps):
+        now[0] = t / NS_PER_S + 0.001  # stamped on arrival, just after its partner
+        inputs[1].signalMessage(SimpleNamespace(label=f"h{k}"))
+    # the last one waits for a later message (a later header-ful message could still be closer)
+    assert got == [(t, f"h{k}") for k, t in enumerate(stamps[:-1])]
+
+
+def test_a_single_unequal_pair_waits_until_flushed():
+    clock = [0.0]
+    rig = Rig(2, slop=0.05, monotonic=lambda: clock[0])
+    rig.feed([(0, 100 * MS), (1, 105 * MS)])
+    assert rig.sets == []  # an infrared frame at 101..109 ms could still beat spread 5 ms
+    clock[0] = 0.2
+    assert rig.sync.flush_stale(0.25) == 0 and rig.sets == []
+    clock[0] = 0.3
+    assert rig.sync.flush_stale(0.25) == 1
+    assert rig.sets == [(100 * MS, 105 * MS)] and rig.sync.stats.flushed == 1
+    assert rig.sync.flush_stale(0.25) == 0  # nothing pending
+    rig.feed([(0, 150 * MS), (1, 150 * MS)])  # later sets are unaffected
+    assert rig.sets[-1] == (150 * MS, 150 * MS)
+
+
+def test_a_fixed_inter_message_bound_emits_at_once_and_counts_violations():
+    rig = Rig(2, slop=0.05)
+    rig.sync.setInterMessageLowerBound(0, 0.05)  # infrared frames at least 50 ms apart
+    rig.feed([(0, 100 * MS), (1, 105 * MS)])
+    assert rig.sets == [(100 * MS, 105 * MS)]  # the next infrared frame is >= 150 ms: cannot beat 5 ms
+    rig.feed([(0, 120 * MS)])  # breaks the promise: counted, used normally
+    assert rig.sync.stats.bound_violations == [1, 0]
+    rig.feed([(1, 121 * MS), (1, 200 * MS)])
+    assert rig.sets[-1] == (120 * MS, 121 * MS)
+
+
+def test_the_estimated_bound_removes_the_wait_for_a_9hz_camera():
+    # tight slop: the visible frame is often the later one of a pair, which strictly waits for the next
+    # infrared frame (~110 ms); with the bound, once three intervals are known, a set waits at most for the
+    # next visible frame (33 ms), and only when that frame could really be closer
+    rng = random.Random(3)
+    ir = jittered(9, 6.0, 2.0, rng, t0_ms=7)
+    vis = jittered(30, 6.0, 2.0, rng)
+    events = by_stamp([ir, vis])
+    strict, bounded = Rig(2, queue_size=20, slop=0.015), Rig(2, queue_size=20, slop=0.015, interval_bound=0.5)
+    waits = {}
+    for name, rig in (("strict", strict), ("bounded", bounded)):
+        late = []
+        for i, t in events:
+            before = len(rig.sets)
+            rig.feed([(i, t)])
+            for s in rig.sets[before:]:
+                late.append(t - max(s))  # stamp time between the set's last message and its emission
+        waits[name] = late
+    assert strict.sets == bounded.sets[: len(strict.sets)] and len(bounded.sets) >= 40
+    assert max(waits["strict"]) > 90 * MS
+    assert max(waits["bounded"][3:]) < 36 * MS and bounded.sync.stats.bound_violations == [0, 0]
+    assert sum(waits["bounded"]) < sum(waits["strict"]) / 3
+
+
+def test_estimated_bound_matches_the_definition_when_streams_keep_it():
+    for seed in range(20):
+        rng = random.Random(100 + seed)
+        slop_ns = rng.choice([5, 15, 40]) * MS
+        streams = [jittered(rng.choice([9, 15, 30]), 2.0, 3.0, rng, t0_ms=rng.uniform(0, 30)) for _ in range(2)]
+        expected = oracle(streams, slop_ns)
+        rig = Rig(2, queue_size=100, slop=slop_ns / NS_PER_S, interval_bound=0.5)
+        sets = rig.feed(shuffled_arrival(streams, random.Random(seed)))
+        check_invariants(sets, slop_ns)
+        assert sets == expected[: len(sets)] and len(sets) >= len(expected) - 1, f"seed {seed}"
+        assert rig.sync.stats.bound_violations == [0, 0]
