@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -107,3 +108,26 @@ def test_only_the_fused_video_changing_gives_infinite_ratio_and_bad_input_is_an_
         warping_error(vis[:3], estimate_motion(vis))
     with pytest.raises(ValueError, match="must all be"):
         warping_error([cv2.resize(v, (64, 48)) for v in vis], estimate_motion(vis))
+
+
+def test_video_evaluation_script_writes_its_table(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.util
+    import sys
+
+    script = Path(__file__).resolve().parents[1] / "scripts" / "make_video_evaluation.py"
+    spec = importlib.util.spec_from_file_location("make_video_evaluation", script)
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, spec.name, module)  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    ir, vis = _scene((1.0, 0.5))
+    seq = tmp_path / "sequences" / "synthetic"
+    for sub, frames in (("ir", ir), ("vis", vis)):
+        (seq / sub).mkdir(parents=True)
+        for i, frame in enumerate(frames):
+            cv2.imwrite(str(seq / sub / f"{i:03d}.png"), frame)
+    out = tmp_path / "VIDEO.md"
+    argv = ["--data", str(tmp_path), "--methods", "average,gff", "--max-frames", "4", "--out", str(out)]
+    assert module.main(argv) == 0
+    text = out.read_text()
+    assert "### synthetic" in text and "| average | 4 |" in text and "| gff | 4 |" in text
+    assert module.main(["--data", str(tmp_path), "--methods", "nope", "--out", str(out)]) == 2

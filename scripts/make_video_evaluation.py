@@ -1,0 +1,289 @@
+"""Fuse the shared video sequences with several methods and write docs/VIDEO.md: speed, flicker, Qabf, SSIM.
+
+    .venv/bin/python scripts/make_video_evaluation.py [--data ../shared/data] [--max-frames 0] [--threads 1]
+        [--max-side 320] [--prior bundled] [--device cpu] [--methods dig,static,average,gff] [--fps 30]
+        [--out docs/VIDEO.md]
+
+Every sequence folder under DATA/sequences/ holds ir/<stem>.* and vis/<stem>.* frames, consecutive in time when
+sorted by name. Each method fuses the first --max-frames frames (0: all) in order, as a video: a method object
+is made fresh per sequence and called once per frame with the frame's stamp (frame index / --fps), so a
+stateful (video-mode) fuser sees the sequence as a camera would deliver it. Per method and sequence:
+seconds per frame (mean, first frame included), the flicker ratio and the fused video's warping error
+(dig2dig_ros/core/flicker.py: DIS flow from the visible frames, ratio to the sources' own warping errors), and
+mean Qabf and SSIM (dig2dig_ros/core/metrics.py, infrared = A, visible = B).
+
+Methods are rows of METHODS (name → factory); add one there. The "dig-video" row appears when
+dig2dig_ros.core.video provides VideoFuser(config, prior, device)(images, stamp) -> FusionResult.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import platform
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+from dig2dig_ros.core import imaging, metrics
+from dig2dig_ros.core.config import FusionConfig, with_overrides
+from dig2dig_ros.core.flicker import estimate_motion, flicker
+from dig2dig_ros.core.fusion import Fuser
+from dig2dig_ros.core.priors import Prior, load_prior
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_DATA = REPO.parent / "shared" / "data"
+
+FrameFn = Callable[[list[np.ndarray], float], np.ndarray]  # ([ir, vis], stamp in s) → fused (H,W[,3]) uint8
+
+
+@dataclass
+class Setup:
+    """What every method factory may use."""
+
+    prior: Prior
+    device: str
+    max_side: int
+
+
+def _per_frame(method: str) -> Callable[[Setup], FrameFn]:
+    """A factory for a stateless Fuser method: each frame fused on its own, the stamp ignored."""
+
+    def make(setup: Setup) -> FrameFn:
+        config = with_overrides(FusionConfig(), {"method": method, "max_side": setup.max_side})
+        fuser = Fuser(config, prior=setup.prior, device=setup.device)
+        return lambda images, stamp: fuser(images).fused
+
+    return make
+
+
+def _video_mode(setup: Setup) -> FrameFn:
+    """The lead's video (warm-start) mode: VideoFuser(config, prior, device)(images, stamp)."""
+    from dig2dig_ros.core.video import VideoFuser  # absent: the row is skipped (see video_mode_available)
+
+    config = with_overrides(FusionConfig(), {"method": "dig", "max_side": setup.max_side})
+    fuser = VideoFuser(config, setup.prior, setup.device)
+    return lambda images, stamp: fuser(images, stamp).fused
+
+
+def video_mode_available() -> bool:
+    """True when dig2dig_ros.core.video exists (an import error inside it is raised, not hidden)."""
+    try:
+        import dig2dig_ros.core.video  # noqa: F401
+    except ModuleNotFoundError as exc:
+        if exc.name == "dig2dig_ros.core.video":
+            return False
+        raise
+    return True
+
+
+# name → (factory, what the row is). Order is the table's order.
+METHODS: dict[str, tuple[Callable[[Setup], FrameFn], str]] = {
+    "dig": (_per_frame("dig"), "DIG, each frame from noise (default config)"),
+    "dig-video": (_video_mode, "DIG video mode: warm start from the previous fused frame"),
+    "static": (_per_frame("static"), "same sampler, fixed weights 1/K"),
+    "average": (_per_frame("average"), "pixel average"),
+    "gff": (_per_frame("gff"), "guided-filter fusion (classical)"),
+}
+DEFAULT_METHODS = "dig,dig-video,static,average,gff"
+
+
+@dataclass
+class Row:
+    """One method on one sequence."""
+
+    sequence: str
+    method: str
+    frames: int
+    seconds_per_frame: float
+    flicker_ratio: float
+    warp_error: float
+    qabf: float
+    ssim: float
+
+
+def find_sequences(data: Path) -> list[Path]:
+    """Sequence folders (with ir/ and vis/) under DATA/sequences, sorted by name."""
+    root = data / "sequences"
+    return sorted(p for p in root.iterdir() if (p / "ir").is_dir() and (p / "vis").is_dir()) if root.is_dir() else []
+
+
+def read_sequence(folder: Path, max_frames: int) -> tuple[list[str], list[np.ndarray], list[np.ndarray]]:
+    """Stems and the infrared and visible frames present in both ir/ and vis/, sorted by name; first max_frames."""
+
+    def frames(sub: str) -> dict[str, Path]:
+        return {p.stem: p for p in (folder / sub).iterdir() if p.suffix.lower() in imaging.IMAGE_SUFFIXES}
+
+    ir, vis = frames("ir"), frames("vis")
+    stems = sorted(set(ir) & set(vis))
+    if max_frames > 0:
+        stems = stems[:max_frames]
+    return stems, [imaging.read_image(ir[s]) for s in stems], [imaging.read_image(vis[s]) for s in stems]
+
+
+def evaluate_sequence(
+    name: str, ir: list[np.ndarray], vis: list[np.ndarray], methods: list[str], setup: Setup, fps: float
+) -> list[Row]:
+    """Fuse one sequence with every method (each a fresh object) and score it."""
+    motion = estimate_motion(vis)
+    a = [metrics.to_gray255(f) for f in ir]  # each (H,W)
+    b = [metrics.to_gray255(f) for f in vis]
+    rows = []
+    for method in methods:
+        fuse = METHODS[method][0](setup)
+        fused, seconds = [], 0.0
+        for i, pair in enumerate(zip(ir, vis, strict=True)):
+            start = time.perf_counter()
+            fused.append(fuse(list(pair), i / fps))
+            seconds += time.perf_counter() - start
+        gray = [metrics.to_gray255(f) for f in fused]
+        result = flicker(fused, [ir, vis], motion=motion)
+        rows.append(
+            Row(
+                sequence=name,
+                method=method,
+                frames=len(fused),
+                seconds_per_frame=seconds / len(fused),
+                flicker_ratio=result.ratio,
+                warp_error=result.fused,
+                qabf=float(np.mean([metrics.qabf(f, x, y) for f, x, y in zip(gray, a, b, strict=True)])),
+                ssim=float(np.mean([metrics.ssim(f, x, y) for f, x, y in zip(gray, a, b, strict=True)])),
+            )
+        )
+        print(f"  {name} {method}: {rows[-1].seconds_per_frame:.3f} s/frame, flicker {result.ratio:.3f}", flush=True)
+    return rows
+
+
+def warm_up(methods: list[str], setup: Setup) -> None:
+    """One throwaway frame per method, so the first sequence's timings carry no first-call costs."""
+    yy, xx = np.mgrid[0:96, 0:128]
+    pair = [(128 + 60 * np.sin(xx / 7.0)).astype(np.uint8), (128 + 60 * np.cos(yy / 5.0)).astype(np.uint8)]
+    for method in methods:
+        METHODS[method][0](setup)(pair, 0.0)
+
+
+def markdown(rows: list[Row], header: str) -> str:
+    """The document: header, one table per sequence, and the per-method mean over sequences."""
+    out = [header]
+    cols = "| method | frames | s/frame | flicker ratio | warping error | Qabf | SSIM |\n|---|---|---|---|---|---|---|"
+    for seq in dict.fromkeys(r.sequence for r in rows):
+        out += [f"\n### {seq}\n", cols]
+        out += [
+            f"| {r.method} | {r.frames} | {r.seconds_per_frame:.3f} | {r.flicker_ratio:.3f} | {r.warp_error:.2f} "
+            f"| {r.qabf:.3f} | {r.ssim:.3f} |"
+            for r in rows
+            if r.sequence == seq
+        ]
+    out += [
+        "\n### Mean over sequences\n",
+        "| method | s/frame | flicker ratio | Qabf | SSIM |",
+        "|---|---|---|---|---|",
+    ]
+    for method in dict.fromkeys(r.method for r in rows):
+        rs = [r for r in rows if r.method == method]
+        mean = {
+            k: float(np.mean([getattr(r, k) for r in rs]))
+            for k in ("seconds_per_frame", "flicker_ratio", "qabf", "ssim")
+        }
+        out.append(
+            f"| {method} | {mean['seconds_per_frame']:.3f} | {mean['flicker_ratio']:.3f} | {mean['qabf']:.3f} "
+            f"| {mean['ssim']:.3f} |"
+        )
+    return "\n".join(out) + "\n"
+
+
+def _commit() -> str:
+    """HEAD's short hash, marked when the package or scripts have uncommitted changes."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True)
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--", "dig2dig_ros", "scripts"], cwd=REPO, capture_output=True, text=True
+        )
+    except OSError:
+        return "unknown"
+    commit = head.stdout.strip() or "unknown"
+    return commit + (" with uncommitted changes" if dirty.stdout.strip() else "")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the evaluation; print the tables and write --out."""
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    p.add_argument("--max-frames", type=int, default=0, help="first N frames of each sequence (0: all)")
+    p.add_argument("--threads", type=int, default=1, help="torch and OpenCV threads")
+    p.add_argument("--max-side", type=int, default=320, help="working size (the node's default working_size)")
+    p.add_argument("--prior", default="bundled")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--methods", default=DEFAULT_METHODS, help=f"comma-separated, from {', '.join(METHODS)}")
+    p.add_argument("--fps", type=float, default=30.0, help="frame rate the stamps are made with")
+    p.add_argument("--out", type=Path, default=REPO / "docs" / "VIDEO.md")
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    cv2.setNumThreads(args.threads)
+
+    methods = [m for m in args.methods.split(",") if m]
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        print(f"unknown methods {unknown}; available: {', '.join(METHODS)}", file=sys.stderr)
+        return 2
+    notes = []
+    if "dig-video" in methods and not video_mode_available():
+        methods.remove("dig-video")
+        notes.append("- `dig-video` skipped: `dig2dig_ros.core.video` (VideoFuser) is not in this checkout.")
+    sequences = find_sequences(args.data)
+    if not sequences:
+        print(f"no sequences under {args.data / 'sequences'}", file=sys.stderr)
+        return 2
+
+    setup = Setup(prior=load_prior(args.prior, args.device), device=args.device, max_side=args.max_side)
+    warm_up(methods, setup)
+    rows: list[Row] = []
+    for folder in sequences:
+        stems, ir, vis = read_sequence(folder, args.max_frames)
+        if len(stems) < 2:
+            notes.append(f"- {folder.name}: fewer than two frames, skipped.")
+            continue
+        print(f"{folder.name}: {len(stems)} frames {stems[0]}..{stems[-1]}, {vis[0].shape[1]}x{vis[0].shape[0]}")
+        rows += evaluate_sequence(folder.name, ir, vis, methods, setup, args.fps)
+
+    command = "scripts/make_video_evaluation.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    what = "\n".join(f"- `{m}`: {METHODS[m][1]}" for m in methods)
+    header = f"""# Video: speed, flicker and fusion quality on frame sequences
+
+Generated by `.venv/bin/python {command.strip()}` on {datetime.date.today()} (commit {_commit()}, {platform.machine()},
+torch {torch.__version__}, {args.threads} thread(s), device {args.device}, prior `{args.prior}`, working size
+{args.max_side} px, DIG-15 defaults of `dig2dig_ros/core/config.py`). Sequences: `../shared/data/sequences/`
+(M3SVD 0117_1605, TNO Duine, TNO Nato camp; see its README), the first {args.max_frames or "all"} frames of each.
+
+Methods:
+{what}
+
+Columns: **s/frame**, wall-clock seconds per fused frame through the method's public call (mean over the frames,
+the first included; a machine shared with other jobs makes these noisy); **flicker ratio**, the fused video's
+warping error over the mean of the two sources' warping errors, with optical flow from the visible frames
+(DIS, forward–backward occlusion check; the warping error of Lai et al., ECCV 2018; definition in
+`dig2dig_ros/core/flicker.py`): ≈ 1 moves as the scene moves, > 1 adds flicker; the plain average of two
+sources with independent noise reads ≈ 0.71 (noise averages out), so compare methods on one sequence;
+**warping error** on the gray [0, 255] scale; **Qabf** and **SSIM** (SSIM(F,A) + SSIM(F,B)) per frame,
+averaged (`dig2dig_ros/core/metrics.py`). TNO Nato camp may have a cut between its first two frames
+(`../shared/data/README.md`); it is kept.
+"""
+    if notes:
+        header += "\n" + "\n".join(notes) + "\n"
+    text = markdown(rows, header)
+    print(text)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(text)
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
