@@ -310,3 +310,27 @@ def test_browser_shows_live_frames_and_changing_counters(graph, tmp_path):
     x, y, w, h = (int(round(v)) for v in rect)
     panel = shot[y + 2:y + h - 2, x + 2:x + w - 2]
     assert panel.size and panel.std() > 10 and panel.mean() > 5, "the fused panel is blank"
+
+
+def test_messages_become_displayable_and_foxglove_bytes():
+    from sensor_msgs.msg import CompressedImage
+
+    from dig2dig_ros.view.ros_common import message_to_bgr, message_to_raw
+
+    thermal = (np.arange(48 * 64, dtype=np.uint16).reshape(48, 64) * 7 + 20000)
+    png = CompressedImage(format="png")
+    png.data = cv2.imencode(".png", thermal)[1].tobytes()
+    shown = message_to_bgr(png)
+    assert shown.shape == (48, 64, 3) and shown.min() == 0 and shown.max() == 255  # 16-bit PNG stretched
+    jpeg = CompressedImage(format="jpeg")
+    jpeg.data = cv2.imencode(".jpg", np.full((8, 8, 3), 120, np.uint8))[1].tobytes()
+    assert message_to_bgr(jpeg).shape == (8, 8, 3)
+    weights = np.linspace(0, 1, 12, dtype=np.float32).reshape(3, 4)
+    little = numpy_to_image(weights, "32FC1")
+    big = numpy_to_image(weights, "32FC1")
+    big.is_bigendian = 1
+    big.data = weights.astype(">f4").tobytes()
+    for msg in (little, big):
+        raw = message_to_raw(msg)
+        assert (raw.width, raw.height, raw.encoding, raw.step) == (4, 3, "32FC1", 16)
+        assert np.array_equal(np.frombuffer(raw.data, "<f4").reshape(3, 4), weights)  # Foxglove reads little-endian
