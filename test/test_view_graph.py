@@ -266,6 +266,8 @@ def test_snapshot_is_the_fused_frame(graph):
     assert jpeg.shape[:2] == (fused.height, fused.width) == (192, 256)
     sec, _, nanosec = headers["X-Stamp"].partition(".")
     assert (int(sec), int(nanosec)) in graph["feeder"].sent
+    code, _, body = http_get(f"http://127.0.0.1:{graph['view_port']}/snapshot?topic=1abc")
+    assert code == 400 and b"invalid topic name" in body  # refused, and the view goes on:
     weights = wait_for_snapshot(graph["view_port"], "fused/dig/ir", timeout=30)[1]
     assert weights.shape[:2] == (192, 256) and weights.std() > 1  # 32FC1 weights shown as a colour map
 

@@ -85,6 +85,16 @@ def test_snapshot_errors_say_what_is_wrong(served):
         with pytest.raises(urllib.error.HTTPError) as err:
             _get(view, path)
         assert err.value.code == code, path
+    def resolve(name):
+        if " " in name:
+            raise ValueError(f"invalid topic name {name!r}")
+        return name
+
+    view.resolve = resolve
+    with pytest.raises(urllib.error.HTTPError) as err:
+        _get(view, "/stream?topic=/a%20b")
+    assert err.value.code == 400 and b"invalid topic name" in err.value.read()
+    assert hub.existing("/a b") is None  # nothing subscribed for it
     hub.slot("/odd").put((np.zeros((2, 2), np.uint8), "yuv422"))
     with pytest.raises(urllib.error.HTTPError) as err:
         _get(view, "/snapshot?topic=/odd")

@@ -20,7 +20,10 @@ class FoxgloveNode(ViewNode):
         host = self._param("host", "127.0.0.1", "address to bind (0.0.0.0: every interface; there is no login)")
         port = self._param("port", 8765, "WebSocket port")
         topics = self._param("topics", DEFAULT_FOXGLOVE_TOPICS, "image topics offered as foxglove.RawImage")
-        self.topics = [self._resolve(t) for t in topics]
+        try:
+            self.topics = [self._resolve(t) for t in topics]
+        except ValueError as exc:
+            raise StartupError(f"parameter topics: {exc}") from exc
         self.bridge = FoxgloveBridge(self.topics, host=host, port=port, name=self.get_fully_qualified_name(),
                                      to_raw=message_to_raw)
         try:

@@ -69,10 +69,11 @@ class ViewNode(Node):
         return self.declare_parameter(name, default, ParameterDescriptor(description=text, read_only=True)).value
 
     def _resolve(self, name: str) -> str:
+        """The full topic name (namespace and remaps applied); ValueError for a name ROS refuses."""
         try:
             return self.resolve_topic_name(name)
-        except Exception:  # noqa: BLE001 - an invalid name from a URL: keep it, nothing will publish there
-            return name
+        except RuntimeError as exc:  # rclpy's RCLError: an invalid name, e.g. from a URL
+            raise ValueError(f"invalid topic name {name!r}: {str(exc).split(', at ')[0]}") from exc
 
     def _image_subscription(self, topic: str, callback: Any) -> Any:
         types = dict(self.get_topic_names_and_types()).get(topic, [])

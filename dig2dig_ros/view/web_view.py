@@ -131,13 +131,18 @@ class _Handler(BaseHTTPRequestHandler):
                 self._send(200, "application/json", json.dumps(self.view.status()).encode())
             elif url.path in ("/stream", "/snapshot"):
                 topic = (query.get("topic") or [""])[0]
-                if not topic:
-                    self._send(400, "text/plain", b"missing ?topic=<image topic>\n")
-                elif url.path == "/stream":
-                    self._stream(self.view.resolve(topic))
-                else:
+                try:
+                    if not topic:
+                        raise ValueError("missing ?topic=<image topic>")
+                    topic = self.view.resolve(topic)
                     timeout = float((query.get("timeout") or ["5"])[0])
-                    self._snapshot(self.view.resolve(topic), min(max(timeout, 0.0), 30.0))
+                except ValueError as exc:
+                    self._send(400, "text/plain", f"{exc}\n".encode())
+                    return
+                if url.path == "/stream":
+                    self._stream(topic)
+                else:
+                    self._snapshot(topic, min(max(timeout, 0.0), 30.0))
             else:
                 self._send(404, "text/plain", b"not found: try /, /stream?topic=..., /snapshot?topic=...\n")
         except (BrokenPipeError, ConnectionResetError, TimeoutError):

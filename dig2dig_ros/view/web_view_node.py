@@ -46,15 +46,18 @@ class WebViewNode(ViewNode):
         now = time.monotonic()
         for topic, slot in self.hub.topics().items():
             if topic not in self.subscriptions_by_topic:
-                self.subscriptions_by_topic[topic] = self._image_subscription(
-                    topic, lambda msg, slot=slot: slot.put(msg, stamp_ns(msg), msg.header.frame_id))
+                try:
+                    self.subscriptions_by_topic[topic] = self._image_subscription(
+                        topic, lambda msg, slot=slot: slot.put(msg, stamp_ns(msg), msg.header.frame_id))
+                except Exception as exc:  # noqa: BLE001 - one bad request must not stop the view
+                    self.get_logger().warning(f"cannot subscribe to {topic}: {exc}")
+                    self.hub.forget(topic)
             elif now - slot.last_read > self.idle_s:
                 self.destroy_subscription(self.subscriptions_by_topic.pop(topic))
                 self.hub.forget(topic)
 
     def stop(self) -> None:
         self.view.stop()
-
 
 
 def main(argv: list[str] | None = None) -> int:
