@@ -32,13 +32,16 @@ import cv2
 import numpy as np
 import torch
 
-from dig2dig_ros.core import imaging, metrics
-from dig2dig_ros.core.config import FusionConfig, with_overrides
-from dig2dig_ros.core.flicker import estimate_motion, flicker
-from dig2dig_ros.core.fusion import Fuser
-from dig2dig_ros.core.priors import Prior, load_prior
-
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # this checkout's package, not another one installed in the environment
+
+import dig2dig_ros  # noqa: E402
+from dig2dig_ros.core import imaging, metrics  # noqa: E402
+from dig2dig_ros.core.config import FusionConfig, with_overrides  # noqa: E402
+from dig2dig_ros.core.flicker import estimate_motion, flicker  # noqa: E402
+from dig2dig_ros.core.fusion import Fuser  # noqa: E402
+from dig2dig_ros.core.priors import Prior, load_prior  # noqa: E402
+
 DEFAULT_DATA = REPO.parent / "shared" / "data"
 
 FrameFn = Callable[[list[np.ndarray], float], np.ndarray]  # ([ir, vis], stamp in s) → fused (H,W[,3]) uint8
@@ -225,6 +228,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--fps", type=float, default=30.0, help="frame rate the stamps are made with")
     p.add_argument("--out", type=Path, default=REPO / "docs" / "VIDEO.md")
     args = p.parse_args(argv)
+    package = Path(dig2dig_ros.__file__).resolve().parent
+    if package != REPO / "dig2dig_ros":
+        print(f"dig2dig_ros was imported from {package}, not this checkout ({REPO})", file=sys.stderr)
+        return 2
     torch.set_num_threads(args.threads)
     cv2.setNumThreads(args.threads)
 
