@@ -7,7 +7,7 @@ import torch
 from dig2dig_ros.core.config import DigConfig, FusionConfig, GuidanceConfig
 from dig2dig_ros.core.dig import gaussian_blur, weights_from_gain
 from dig2dig_ros.core.fusion import Fuser
-from dig2dig_ros.core.guidance import guidance_target, rectify
+from dig2dig_ros.core.guidance import ProximalGuidance, guidance_target
 from dig2dig_ros.core.priors.wiener import WienerPrior
 from dig2dig_ros.core.sampler import SamplerError, sample_dig
 from dig2dig_ros.core.schedule import timesteps
@@ -68,14 +68,19 @@ def test_weights_from_equal_gains_are_uniform():
     assert torch.equal(weights_from_gain(gain, 1.0), torch.full_like(gain, 0.5))
 
 
-def test_guidance_without_gradient_term_is_the_weighted_blend():
+def test_proximal_guidance_without_gradient_term_weighs_prior_and_data_by_noise_level():
     src = torch.cat([_textured(seed=1), _textured(seed=2)])
     w = torch.rand(2, 1, 48, 64)
     w = w / w.sum(0, keepdim=True)
-    y = _textured(seed=9)
-    cfg = GuidanceConfig(step_size=0.6, grad_weight=0.0)
-    expected = 0.4 * y + 0.6 * (w * src).sum(0, keepdim=True)
-    assert torch.allclose(rectify(y, guidance_target(src, w, cfg), cfg), expected, atol=1e-6)
+    y0 = _textured(seed=9)
+    cfg = GuidanceConfig(grad_weight=0.0, data_sigma=0.05, noise_scale=0.0)
+    guide = ProximalGuidance(src, cfg)
+    blend = (w * src).sum(0, keepdim=True)
+    ab = 0.5  # σ_t² = (1 − ᾱ)/ᾱ = 1, ρ = σ_d² / σ_t² = 0.1²
+    rho = (2 * 0.05) ** 2
+    assert torch.allclose(guide(y0, w, ab), (rho * y0 + blend) / (rho + 1), atol=1e-5)
+    assert torch.allclose(guide(y0, w, 1e-6), blend, atol=1e-4)  # pure noise: the data decide
+    assert torch.allclose(guide(y0, w, 1 - 1e-7), y0, atol=1e-3)  # almost clean: the prior's estimate stands
 
 
 @pytest.mark.parametrize("target", ["maxabs", "weighted"])

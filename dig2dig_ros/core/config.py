@@ -9,8 +9,9 @@ from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from typing import Any
 
 TASKS = ("vif", "mef", "mff")
-DIG_METHODS = ("dig", "static")
-GUIDANCE_MODES = ("weighted",)
+DIG_METHODS = ("dig", "static", "ddfm", "dig-blend")  # the methods that use a prior
+GUIDANCE_MODES = ("weighted", "ddfm")
+DETAIL_MODES = ("maxabs", "dig")
 GRAD_TARGETS = ("maxabs", "weighted")
 DIG_SPACES = ("x0", "xt")
 DIG_DISTANCES = ("l2", "l1", "ssim")
@@ -43,19 +44,32 @@ class DigConfig:
 
 @dataclass
 class GuidanceConfig:
-    """How the sources pull the sample (rectify step of ALGORITHM.md §3)."""
+    """How the sources pull the sample (the guidance step of ALGORITHM.md §3, guidance.py)."""
 
-    mode: str = "weighted"
-    step_size: float = 0.8  # λ: relaxation toward the guidance target, in (0, 1]
+    mode: str = "weighted"  # weighted: proximal step on the guidance energy | ddfm: DDFM's EM step
+    data_sigma: float = 0.01  # σ_d: the data's uncertainty, [0,1] grey units; larger lets the prior say more
+    noise_scale: float = 2.0  # σ_d is at least this times the sources' estimated noise σ (MAD), per frame (0: off)
     grad_weight: float = 2.0  # μ: weight of the gradient term against the intensity term (docs/EVALUATION.md)
     grad_target: str = "maxabs"  # maxabs | weighted
+
+
+@dataclass
+class FullResConfig:
+    """The full-resolution step (fullres.py): detail the working size cannot hold, from the sources."""
+
+    radius: int = 2  # guided upsampling of the weights: filter radius at the working size (pixels)
+    eps: float = 1e-3  # guided filter regulariser
+    detail: str = "maxabs"  # detail weights: maxabs (stronger local detail wins, softly) | dig (the DIG weights)
+    sharpness: float = 0.5  # maxabs: exponent on the local detail energy (higher: closer to a hard choice)
+    saliency_sigma: float = 2.0  # maxabs: Gaussian σ (input pixels) of the local detail energy
+    shrink: float = 2.0  # noise shrinkage of the detail in units of each source's estimated noise σ (0: off)
 
 
 @dataclass
 class FusionConfig:
     """One fusion job: method, task, image handling and the three groups above."""
 
-    method: str = "dig"  # dig | static | a classical method (average, max, laplacian, gff)
+    method: str = "dig"  # dig | static | ddfm | dig-blend | a classical method (average, max, laplacian, gff)
     task: str = "vif"  # vif: source 0 infrared, source 1 visible | mef | mff
     max_side: int = 0  # working size: the long side fusion runs at (0 = input size)
     resize: str = "none"  # policy for sources of different sizes: none (error) | first | largest | smallest
@@ -63,6 +77,7 @@ class FusionConfig:
     sampler: SamplerConfig = field(default_factory=SamplerConfig)
     dig: DigConfig = field(default_factory=DigConfig)
     guidance: GuidanceConfig = field(default_factory=GuidanceConfig)
+    fullres: FullResConfig = field(default_factory=FullResConfig)
 
     def validate(self) -> FusionConfig:
         """Raise ValueError naming the first bad setting; return self."""
@@ -80,8 +95,15 @@ class FusionConfig:
             raise ValueError(f"dig.interval must be at least 1, got {self.dig.interval}")
         if self.dig.temperature <= 0:
             raise ValueError(f"dig.temperature must be positive, got {self.dig.temperature}")
-        if not 0 < self.guidance.step_size <= 1:
-            raise ValueError(f"guidance.step_size must be in (0, 1], got {self.guidance.step_size}")
+        if self.guidance.noise_scale < 0:
+            raise ValueError(f"guidance.noise_scale must be >= 0, got {self.guidance.noise_scale}")
+        if not 0 <= self.guidance.data_sigma <= 1:
+            raise ValueError(f"guidance.data_sigma must be in [0, 1], got {self.guidance.data_sigma}")
+        _choice("fullres.detail", self.fullres.detail, DETAIL_MODES)
+        if self.fullres.radius < 1 or self.fullres.eps <= 0:
+            raise ValueError("fullres.radius must be at least 1 and fullres.eps positive")
+        if self.fullres.sharpness <= 0 or self.fullres.saliency_sigma <= 0 or self.fullres.shrink < 0:
+            raise ValueError("fullres.sharpness and fullres.saliency_sigma must be positive, fullres.shrink >= 0")
         if self.guidance.grad_weight < 0:
             raise ValueError(f"guidance.grad_weight must be >= 0, got {self.guidance.grad_weight}")
         if self.max_side < 0:
@@ -118,14 +140,25 @@ def with_overrides(config: FusionConfig, overrides: dict[str, Any]) -> FusionCon
             node = node[part]
         if leaf not in node or isinstance(node[leaf], dict):
             raise KeyError(f"unknown fusion setting {name!r}")
-        node[leaf] = type(node[leaf])(value) if node[leaf] is not None else value
+        node[leaf] = _convert(node[leaf], value, name)
     return from_dict(data)
 
 
 def from_dict(data: dict[str, Any]) -> FusionConfig:
     """FusionConfig from a nested dict (as written by asdict or a YAML file)."""
     data = dict(data)
-    groups = {"sampler": SamplerConfig, "dig": DigConfig, "guidance": GuidanceConfig}
+    groups = {"sampler": SamplerConfig, "dig": DigConfig, "guidance": GuidanceConfig, "fullres": FullResConfig}
     for name, cls in groups.items():
         data[name] = cls(**data.get(name, {}))
     return FusionConfig(**data)
+
+
+def _convert(current: Any, value: Any, name: str) -> Any:
+    """value as the type of the setting's current value ("false"/"true" for booleans)."""
+    if current is None:
+        return value
+    if isinstance(current, bool) and isinstance(value, str):
+        if value.strip().lower() not in ("true", "false", "1", "0"):
+            raise ValueError(f"{name} must be true or false, got {value!r}")
+        return value.strip().lower() in ("true", "1")
+    return type(current)(value)

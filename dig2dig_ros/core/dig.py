@@ -10,12 +10,16 @@ matter.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
 from dig2dig_ros.core.config import DigConfig
+from dig2dig_ros.core.schedule import alpha_bar
+
+# Rec. 601 luma of an RGB prior's sample.
+LUMA_RGB = (0.299, 0.587, 0.114)
 
 
 def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
@@ -73,45 +77,72 @@ class DigRecord:
     weights: torch.Tensor
 
 
-@dataclass
-class DigTracker:
-    """Holds the DIG state across sampler steps: cached distances, current weights, the update history.
+class StaticWeighting:
+    """W_k = 1/K everywhere (the `static` ablation), or a given weight map; asks for no probes."""
 
-    The sampler asks :meth:`probes` which timesteps the sources must be denoised at for step i (batched with
-    the sample's own forward), hands the prior's clean estimates back to :meth:`update`, and reads
-    :attr:`weights`.
+    def __init__(self, weights: torch.Tensor) -> None:
+        self.weights = weights  # (K,1,H,W)
+        self.history: list[DigRecord] = []
+        self.cumulative = torch.zeros_like(weights)
+
+    def probes(self, i: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """No extra prior inputs."""
+        return None
+
+    def update(self, i: int, eps: torch.Tensor | None) -> torch.Tensor:
+        """The fixed weights (K,1,H,W)."""
+        return self.weights
+
+
+class DigWeighting:
+    """DIG weights across sampler steps: which probes the prior must denoise, and the weights they give.
+
+    The sampler calls :meth:`probes` at each step and batches what it returns with the sample's own forward;
+    it hands the prior's ε for those inputs back to :meth:`update`, which returns the current weights
+    (K,1,H,W). Which timesteps are probed and which distances are reused from earlier steps stays in here.
     """
 
-    config: DigConfig
-    timesteps: list[int]
-    sources: torch.Tensor  # (K,1,H,W) luminance in [−1,1]
-    weights: torch.Tensor = field(init=False)  # (K,1,H,W)
-    history: list[DigRecord] = field(default_factory=list, init=False)
-    cumulative: torch.Tensor = field(init=False)  # (K,1,H,W) running sum of the gains
-    _distances: dict[int, torch.Tensor] = field(default_factory=dict, init=False)
-
-    def __post_init__(self) -> None:
-        k = self.sources.shape[0]
-        self.weights = torch.full_like(self.sources, 1.0 / k)
-        self.cumulative = torch.zeros_like(self.sources)
-        h, w = self.sources.shape[-2:]
-        self.pool_sigma = self.config.pool_sigma * max(h, w)
+    def __init__(self, config: DigConfig, timesteps: list[int], sources: torch.Tensor, alphas_cumprod: torch.Tensor,
+                 channels: int, generator: torch.Generator | None = None, valid: torch.Tensor | None = None) -> None:
+        self.config, self.timesteps = config, list(timesteps)
+        self.sources = sources  # (K,1,H,W) luminance in [−1,1]
+        self.valid = valid  # (K,1,H,W) 1 where a source has data, or None
+        self.ac = alphas_cumprod.double().cpu()  # scalar ᾱ reads without device syncs
+        self.generator, self.channels = generator, channels
+        k, _, h, w = sources.shape
+        self.weights = self._masked(torch.full_like(sources, 1.0 / k))
+        self.cumulative = torch.zeros_like(sources)
+        self.history: list[DigRecord] = []
+        self.pool_sigma = config.pool_sigma * max(h, w)
         self._baseline: torch.Tensor | None = None
+        self._distances: dict[int, torch.Tensor] = {}  # D_k(t) by probe timestep
+        self._previous: torch.Tensor | None = None  # `behind`: D at the last update
+        self._pending: list[int] = []  # probe timesteps of the batch handed out by probes()
+        self._first = 0  # the first sampler step: always an update
+
+    def skip_to(self, start: int) -> None:
+        """The sampler starts at step `start` (a warm-started video frame): measure the weights there."""
+        self._first = start
 
     @property
     def baseline(self) -> torch.Tensor:
         """Pool(d(local mean of c_k, c_k)) (K,1,H,W): what the local mean alone already explains; no estimate is
-        credited for recovering more than that. Computed on first use (static sampling never needs it)."""
+        credited for recovering more than that."""
         if self._baseline is None:
             self._baseline = self.pooled_distance(gaussian_blur(self.sources, self.pool_sigma))
         return self._baseline
 
     def is_update(self, i: int) -> bool:
         """Whether sampler step i refreshes the weights."""
-        return i % self.config.interval == 0
+        return i % self.config.interval == 0 or i == self._first
 
-    def probes(self, i: int) -> list[int]:
-        """Timesteps at which the sources must be noised and denoised at step i (empty if no update)."""
+    def _ahead(self, i: int) -> int:
+        """The timestep k steps after step i; −1 (the clean source, D = 0) past the end."""
+        j = i + self.config.interval
+        return self.timesteps[j] if j < len(self.timesteps) else -1
+
+    def probe_timesteps(self, i: int) -> list[int]:
+        """Timesteps at which the sources must be noised and denoised at step i (empty if nothing is needed)."""
         if not self.is_update(i):
             return []
         t = self.timesteps[i]
@@ -119,10 +150,59 @@ class DigTracker:
             return [t]
         return [s for s in (t, self._ahead(i)) if s >= 0 and s not in self._distances]
 
-    def _ahead(self, i: int) -> int:
-        """The timestep k steps after step i; −1 (the clean source, D = 0) past the end."""
-        j = i + self.config.interval
-        return self.timesteps[j] if j < len(self.timesteps) else -1
+    def probes(self, i: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """Prior inputs for step i: every source noised at each probe timestep with one shared ε draw,
+        (K·P,C,H,W), and their timesteps (K·P,); None when step i needs none."""
+        self._pending = self.probe_timesteps(i)
+        if not self._pending:
+            return None
+        k, _, h, w = self.sources.shape
+        c, sources = self.channels, self.sources.expand(k, self.channels, h, w)  # gray replicated for RGB
+        noise = torch.randn((1, c, h, w), generator=self.generator, device=sources.device, dtype=sources.dtype)
+        inputs = [alpha_bar(self.ac, s) ** 0.5 * sources + (1 - alpha_bar(self.ac, s)) ** 0.5 * noise
+                  for s in self._pending]
+        steps = torch.tensor([s for s in self._pending for _ in range(k)], device=sources.device, dtype=torch.long)
+        self._inputs = torch.cat(inputs)
+        return self._inputs, steps
+
+    def update(self, i: int, eps: torch.Tensor | None) -> torch.Tensor:
+        """The weights (K,1,H,W) after step i, given the prior's ε (K·P,C,H,W) for this step's probes."""
+        if not self.is_update(i):
+            return self.weights
+        k = self.sources.shape[0]
+        t = self.timesteps[i]
+        estimates = {}
+        for j, s in enumerate(self._pending):
+            x_t, e = self._inputs[j * k : (j + 1) * k], eps[j * k : (j + 1) * k]
+            a = alpha_bar(self.ac, s)
+            if self.config.space == "xt":  # literal reading: x_k^t against one DDIM jump on
+                t_prev = self.timesteps[i + 1] if i + 1 < len(self.timesteps) else -1
+                a_prev = alpha_bar(self.ac, t_prev)
+                x0 = (x_t - (1 - a) ** 0.5 * e) / a**0.5
+                jumped = a_prev**0.5 * x0 + (1 - a_prev) ** 0.5 * e
+                gain = self.pooled_distance(luminance(x_t)) - self.pooled_distance(luminance(jumped))
+                return self._set(i, t, gain)
+            estimates[s] = luminance((x_t - (1 - a) ** 0.5 * e) / a**0.5)
+        for s, x0 in estimates.items():
+            self._distances[s] = self.structure_distance(x0)
+        if self.config.direction == "ahead":
+            ahead = self._ahead(i)
+            gain = self._distances[t] - (self._distances[ahead] if ahead >= 0 else 0.0)
+        else:
+            previous = self.baseline if self._previous is None else self._previous  # first: from the local mean
+            gain = previous - self._distances[t]
+            self._previous, self._distances = self._distances[t], {}
+        return self._set(i, t, gain)
+
+    def _set(self, i: int, t: int, gain: torch.Tensor) -> torch.Tensor:
+        self.weights = self._masked(weights_from_gain(gain, self.config.temperature))
+        self.cumulative = self.cumulative + gain
+        self.history.append(DigRecord(step=i, timestep=t, gain=gain, weights=self.weights))
+        return self.weights
+
+    def _masked(self, weights: torch.Tensor) -> torch.Tensor:
+        """Weights with sources forced to 0 where they have no data (renormalised; uniform where none has)."""
+        return mask_weights(weights, self.valid)
 
     def pooled_distance(self, x0: torch.Tensor) -> torch.Tensor:
         """D = Pool(d(x0_k, c_k)) for clean estimates x0 (K,1,H,W)."""
@@ -132,26 +212,20 @@ class DigTracker:
         """D capped at the local-mean baseline, so a gain measures structure, not distance to the prior's mean."""
         return torch.minimum(self.pooled_distance(x0), self.baseline)
 
-    def update(self, i: int, estimates: dict[int, torch.Tensor], next_estimates: torch.Tensor | None = None):
-        """Refresh the weights at step i from the prior's clean estimates of the sources, per probe timestep.
 
-        For ``space = xt`` pass, as ``next_estimates``, the sources after one DDIM jump to the next timestep,
-        and as ``estimates[t]`` the noised sources x_k^t themselves.
-        """
-        t = self.timesteps[i]
-        if self.config.space == "xt":
-            gain = self.pooled_distance(estimates[t]) - self.pooled_distance(next_estimates)
-        else:
-            for s, x0 in estimates.items():
-                self._distances[s] = self.structure_distance(x0)
-            if self.config.direction == "ahead":
-                ahead = self._ahead(i)
-                gain = self._distances[t] - (self._distances[ahead] if ahead >= 0 else 0.0)
-            else:
-                previous = self._distances.get(-2, self.baseline)  # first update: from the local mean
-                gain = previous - self._distances[t]
-                self._distances = {-2: self._distances[t]}
-        self.weights = weights_from_gain(gain, self.config.temperature)
-        self.cumulative = self.cumulative + gain
-        self.history.append(DigRecord(step=i, timestep=t, gain=gain, weights=self.weights))
-        return self.weights
+def mask_weights(weights: torch.Tensor, valid: torch.Tensor | None) -> torch.Tensor:
+    """Weights (K,1,H,W) times validity masks (K,1,H,W), renormalised per pixel; unchanged where no source is
+    valid or when valid is None."""
+    if valid is None:
+        return weights
+    masked = weights * valid
+    total = masked.sum(0, keepdim=True)
+    return torch.where(total > 1e-12, masked / total.clamp_min(1e-12), weights)
+
+
+def luminance(x: torch.Tensor) -> torch.Tensor:
+    """(B,C,H,W) → (B,1,H,W): identity for C = 1, Rec. 601 luma for C = 3."""
+    if x.shape[1] == 1:
+        return x
+    coeffs = torch.tensor(LUMA_RGB, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
+    return (x * coeffs).sum(dim=1, keepdim=True)

@@ -1,27 +1,41 @@
-"""One fused frame from K ≥ 2 source images: colour split, working size, padding, sampling, and back.
+"""One fused frame from K ≥ 2 source images: colour split, working size, sampling, and the full-resolution step.
 
-`Fuser` loads its prior once and is then called per frame; `FusionResult` carries the fused image, the final
-DIG weight maps at the input size, and the per-update maps and cumulative DIG at the working size.
+`Fuser` loads its prior once and is then called per frame. Fusion (DIG and the sampler) runs at the working
+size; the fused luminance is then rebuilt at the input size from the sources' own detail (fullres.py), so the
+published frame has the input resolution. `FusionResult` carries the fused image, the final DIG weight maps at
+the input size, and the per-update maps and cumulative DIG at the working size.
+
+Methods: `dig` (the sampler with DIG weights), `static` (the sampler with W = 1/K), `ddfm` (DDFM's EM guidance
+with W = ½: the paper's fixed-guidance baseline), `dig-blend` (the closed-form minimiser of the guidance energy
+under DIG weights measured by one batched prior call: no sampling), and the classical methods.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
-from dig2dig_ros.core import imaging
+from dig2dig_ros.core import fullres, imaging
 from dig2dig_ros.core.config import FusionConfig
 from dig2dig_ros.core.device import resolve_device
+from dig2dig_ros.core.dig import DigWeighting, mask_weights
+from dig2dig_ros.core.guidance import guidance_target, make_guidance
 from dig2dig_ros.core.priors import Prior, load_prior
-from dig2dig_ros.core.sampler import sample_dig
+from dig2dig_ros.core.sampler import SamplingCancelled, make_weighting, noise_to, sample
+from dig2dig_ros.core.schedule import alpha_bar
 from dig2dig_ros.core.schedule import timesteps as make_timesteps
 
 
 class FusionError(ValueError):
     """A fusion request that cannot be served (bad sources, unknown method); the message says why."""
+
+
+class FusionCancelled(RuntimeError):
+    """The caller's ``should_stop`` stopped a fusion between two sampler steps."""
 
 
 @dataclass
@@ -36,6 +50,30 @@ class FusionResult:
     cumulative_dig: np.ndarray | None = None  # (K,h,w) at the working size
     seconds: float = 0.0
     prior_calls: int = 0
+    sample: torch.Tensor | None = None  # (1,C,H',W') the sampler's final sample (padded working size)
+
+
+@dataclass
+class Prepared:
+    """The sources as fusion takes them."""
+
+    sources: np.ndarray  # (K,H,W) float32 luminance in [0,1] at the common (input) size
+    small: np.ndarray  # (K,h,w) the same at the working size
+    chromas: list[np.ndarray | None]  # per source (H,W,2) Cr,Cb or None
+    valid: np.ndarray | None  # (K,H,W) float32 1 where a source has data, or None (all valid)
+    valid_small: np.ndarray | None  # (K,h,w)
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return self.sources.shape[1], self.sources.shape[2]
+
+
+@dataclass
+class WarmStart:
+    """Start the sampler from a given clean sample noised to timesteps[start] (video mode)."""
+
+    sample: torch.Tensor  # (1,C,H',W') a previous frame's final sample at the padded working size
+    start: int  # the sampler step to start at
 
 
 def _classical_methods() -> dict:
@@ -50,79 +88,151 @@ class Fuser:
     def __init__(self, config: FusionConfig, prior: Prior | str = "bundled", device: str = "auto") -> None:
         self.config = config.validate()
         self.device = resolve_device(device)
-        if config.method in ("dig", "static"):
+        if config.method in ("dig", "static", "ddfm", "dig-blend"):
             self.prior = load_prior(prior, self.device) if isinstance(prior, str) else prior.to(self.device)
             num_train = len(self.prior.alphas_cumprod)  # a diffusers prior may not have 1000 steps
             self.timesteps = [int(t) for t in make_timesteps(config.sampler.steps, config.sampler.spacing, num_train)]
         elif config.method in _classical_methods():
             self.prior, self.timesteps = None, []
         else:
-            names = ", ".join(["dig", "static", *sorted(_classical_methods())])
+            names = ", ".join(["dig", "static", "ddfm", "dig-blend", *sorted(_classical_methods())])
             raise FusionError(f"unknown method {config.method!r}; available: {names}")
+        self.fullres = fullres.FullResParams(**vars(config.fullres))
 
-    def __call__(self, images: list[np.ndarray]) -> FusionResult:
-        """Fuse images ((H,W) gray or (H,W,3) BGR; uint8, uint16 or float in [0,1]); VIF: [infrared, visible]."""
+    def __call__(self, images: list[np.ndarray], valid: list[np.ndarray | None] | None = None,
+                 should_stop: Callable[[], bool] | None = None, warm: WarmStart | None = None) -> FusionResult:
+        """Fuse images ((H,W) gray or (H,W,3) BGR; uint8, uint16 or float in [0,1]); VIF: [infrared, visible].
+
+        ``valid``: per source None or an (H,W) mask, nonzero where that source has data (e.g. a registered
+        infrared frame's field of view); elsewhere its weight is 0. ``should_stop`` is checked between sampler
+        steps (FusionCancelled). ``warm`` starts the sampler part-way from a previous frame's sample.
+        """
         start = time.perf_counter()
-        y_work, size, chromas = self.prepare(images)
-        result = self.fuse_luminance(y_work)
-        y = imaging.resize(result.luminance, size)
-        if result.weights is not None:
-            result.weights = np.stack([imaging.resize(wk, size) for wk in result.weights])  # (K,H,W)
-            result.weights /= np.maximum(result.weights.sum(0, keepdims=True), 1e-12)
-        chroma = self._chroma(chromas, result.weights)
+        prep = self.prepare(images, valid)
+        if self.prior is None:  # classical methods run at the input size
+            result = FusionResult(fused=np.empty(0), luminance=np.empty(0), weights=None)
+            y = self._classical(prep.sources)
+        else:
+            result = self.fuse_luminance(prep.small, prep.valid_small, should_stop, warm)
+            y, result.weights = fullres.reconstruct(result.luminance, result.weights, prep.sources, self.fullres)
+            if prep.valid is not None:
+                result.weights = mask_weights(torch.from_numpy(result.weights[:, None]),
+                                              torch.from_numpy(prep.valid[:, None])).numpy()[:, 0]
+        chroma = self._chroma(prep.chromas, result.weights)
         result.luminance = y
         result.fused = imaging.to_uint8(imaging.merge_ycbcr(y, chroma))
         result.seconds = time.perf_counter() - start
         return result
 
-    def prepare(self, images: list[np.ndarray]) -> tuple[np.ndarray, tuple[int, int], list[np.ndarray | None]]:
-        """The sources' luminance at the working size (K,h,w) in [0,1], their common (H, W), and their chroma."""
+    def prepare(self, images: list[np.ndarray], valid: list[np.ndarray | None] | None = None) -> Prepared:
+        """The sources' luminance at the input and working sizes, their chroma and validity masks.
+
+        Where a source has no data its luminance is filled with the mean of the sources that have, so that no
+        method (classical ones included) fuses the blank in.
+        """
         if len(images) < 2:
             raise FusionError(f"need at least two source images, got {len(images)}")
+        if valid is not None and len(valid) != len(images):
+            raise FusionError(f"got {len(valid)} validity masks for {len(images)} sources")
         size = imaging.common_size(images, self.config.resize)
         unit = [imaging.resize(imaging.to_unit(img), size) for img in images]
         lumas, chromas = zip(*(imaging.split_ycbcr(u) for u in unit), strict=True)
+        sources = np.stack(lumas).astype(np.float32, copy=False)  # (K,H,W)
+        masks = None
+        if valid is not None and any(v is not None for v in valid):
+            masks = np.stack([np.ones(size, np.float32) if v is None else
+                              (imaging.resize(np.asarray(v, np.float32), size) > 0.5).astype(np.float32)
+                              for v in valid])  # (K,H,W)
+            covered = masks.sum(0)
+            fill = (sources * masks).sum(0) / np.maximum(covered, 1)  # mean of the sources with data
+            sources = np.where(masks > 0, sources, np.where(covered > 0, fill, sources)).astype(np.float32)
         work = imaging.working_size(size, self.config.max_side)
-        return np.stack([imaging.resize(y, work) for y in lumas]), size, list(chromas)
+        small = np.stack([fullres.resize_to(y, work, True) for y in sources])  # (K,h,w)
+        masks_small = None if masks is None else np.stack([fullres.resize_to(m, work, True) for m in masks])
+        return Prepared(sources, small, list(chromas), masks, masks_small)
 
-    def fuse_luminance(self, y: np.ndarray) -> FusionResult:
-        """Fuse luminance planes (K,h,w) in [0,1]; returns luminance, weights and DIG history at that size."""
+    def _classical(self, sources: np.ndarray) -> np.ndarray:
+        return np.clip(_classical_methods()[self.config.method](list(sources)), 0, 1).astype(np.float32)
+
+    def fuse_luminance(self, y: np.ndarray, valid: np.ndarray | None = None,
+                       should_stop: Callable[[], bool] | None = None, warm: WarmStart | None = None) -> FusionResult:
+        """Fuse luminance planes (K,h,w) in [0,1] at their size; returns luminance, weights and DIG history there.
+
+        Classical methods return weights None (their result at this size is in ``luminance``).
+        """
         cfg = self.config
         if self.prior is None:
-            fused = _classical_methods()[cfg.method](list(y))
-            return FusionResult(fused=np.empty(0), luminance=np.clip(fused, 0, 1).astype(np.float32), weights=None)
+            return FusionResult(fused=np.empty(0), luminance=self._classical(y), weights=None)
         padded, (h, w) = imaging.pad_to_multiple(np.moveaxis(y, 0, -1), self.prior.multiple)  # (H',W',K)
         sources = torch.from_numpy(np.moveaxis(padded, -1, 0).copy()).to(self.device)  # (K,H',W')
         sources = (sources * 2 - 1).unsqueeze(1).float()  # (K,1,H',W') in [−1,1]
+        valid_t = None
+        if valid is not None:
+            vp, _ = imaging.pad_to_multiple(np.moveaxis(valid, 0, -1), self.prior.multiple)
+            valid_t = (torch.from_numpy(np.moveaxis(vp, -1, 0).copy()).to(self.device) > 0.5).float().unsqueeze(1)
+        self.prior.check_size(*sources.shape[-2:])
         generator = torch.Generator(self.device).manual_seed(cfg.sampler.seed)
-        out = sample_dig(
-            self.prior,
-            sources,
-            self.timesteps,
-            cfg.dig,
-            cfg.guidance,
-            dynamic_weights=cfg.method == "dig",
-            eta=cfg.sampler.eta,
-            generator=generator,
-        )
-        lum = imaging.to_output(out.luminance[0, 0, :h, :w].cpu().numpy(), cfg.output_range)
+        if cfg.method == "dig-blend":
+            out = self._blend(sources, generator, valid_t)
+        else:
+            out = self._sample(sources, generator, valid_t, should_stop, warm)
+        lum = imaging.to_output(out["luminance"][0, 0, :h, :w].cpu().numpy(), cfg.output_range)
+        history = out["history"]
         return FusionResult(
             fused=np.empty(0),
             luminance=lum.astype(np.float32),
-            weights=out.weights[:, 0, :h, :w].cpu().numpy().astype(np.float32),
-            weight_history=[(r.step, r.timestep, r.weights[:, 0, :h, :w].cpu().numpy()) for r in out.history],
-            gain_history=[(r.step, r.timestep, r.gain[:, 0, :h, :w].cpu().numpy()) for r in out.history],
-            cumulative_dig=out.cumulative_dig[:, 0, :h, :w].cpu().numpy(),
-            prior_calls=out.prior_calls,
+            weights=out["weights"][:, 0, :h, :w].cpu().numpy().astype(np.float32),
+            weight_history=[(r.step, r.timestep, r.weights[:, 0, :h, :w].cpu().numpy()) for r in history],
+            gain_history=[(r.step, r.timestep, r.gain[:, 0, :h, :w].cpu().numpy()) for r in history],
+            cumulative_dig=out["cumulative"][:, 0, :h, :w].cpu().numpy(),
+            prior_calls=out["calls"],
+            sample=out.get("sample"),
         )
 
+    def _sample(self, sources: torch.Tensor, generator: torch.Generator, valid: torch.Tensor | None,
+                should_stop: Callable[[], bool] | None, warm: WarmStart | None) -> dict:
+        cfg = self.config
+        guidance_cfg = cfg.guidance if cfg.method != "ddfm" else type(cfg.guidance)(**{**vars(cfg.guidance),
+                                                                                       "mode": "ddfm"})
+        c, (h, w) = self.prior.channels, sources.shape[-2:]
+        x = torch.randn((1, c, h, w), generator=generator, device=self.device, dtype=sources.dtype)
+        start = 0
+        if warm is not None and warm.sample.shape == x.shape and 0 < warm.start < len(self.timesteps):
+            start = warm.start
+            ab = alpha_bar(self.prior.alphas_cumprod.double().cpu(), self.timesteps[start])
+            x = noise_to(warm.sample.to(self.device, sources.dtype), ab, generator)
+        weighting = make_weighting(self.prior, sources, self.timesteps, cfg.dig, cfg.method == "dig", generator, valid)
+        if start > 0 and isinstance(weighting, DigWeighting):
+            weighting.skip_to(start)
+        try:
+            out = sample(self.prior, x, self.timesteps, weighting, make_guidance(sources, guidance_cfg), start=start,
+                         eta=cfg.sampler.eta, generator=generator, should_stop=should_stop)
+        except SamplingCancelled as exc:
+            raise FusionCancelled(str(exc)) from exc
+        return {"luminance": out.luminance, "weights": out.weights, "history": out.history,
+                "cumulative": out.cumulative_dig, "calls": out.prior_calls, "sample": out.sample}
+
+    def _blend(self, sources: torch.Tensor, generator: torch.Generator, valid: torch.Tensor | None) -> dict:
+        """DIG weights from the probes of the sampler's last weight update (one batched prior call), then y*."""
+        cfg = self.config
+        weighting = DigWeighting(cfg.dig, self.timesteps, sources, self.prior.alphas_cumprod, self.prior.channels,
+                                 generator, valid)
+        last = max(i for i in range(len(self.timesteps)) if weighting.is_update(i))
+        probes = weighting.probes(last)
+        with torch.no_grad():
+            eps = self.prior(*probes) if probes is not None else None
+        weights = weighting.update(last, eps)
+        y = guidance_target(sources, weights, cfg.guidance).clamp(-1, 1)
+        return {"luminance": y, "weights": weights, "history": weighting.history,
+                "cumulative": weighting.cumulative, "calls": int(probes is not None)}
+
     def _chroma(self, chromas: list[np.ndarray | None], weights: np.ndarray | None) -> np.ndarray | None:
-        """VIF: the visible (first colour) source's Cr,Cb. MEF/MFF: the weight-averaged Cr,Cb of colour sources."""
+        """VIF: the visible source's Cr,Cb (never a thermal palette's). MEF/MFF: the weight-averaged Cr,Cb."""
+        if self.config.task == "vif":
+            return chromas[1] if len(chromas) > 1 else None
         coloured = [(k, c) for k, c in enumerate(chromas) if c is not None]
         if not coloured:
             return None
-        if self.config.task == "vif":
-            return coloured[0][1]
         if weights is None:
             return np.mean([c for _, c in coloured], axis=0)
         w = np.stack([weights[k] for k, _ in coloured])[..., None]  # (Kc,H,W,1)

@@ -1,11 +1,20 @@
-"""The guidance step (ALGORITHM.md §3 `rectify`): pull the luminance estimate toward the weighted sources.
+"""The guidance step (ALGORITHM.md §3): pull the prior's luminance estimate toward the weighted sources.
 
-Target energy, per pixel weighted by W_k (Σ_k W_k = 1):
+Guidance energy, per pixel weighted by W_k (Σ_k W_k = 1):
     E(y) = Σ_k W_k·(y − c_k)² + μ·|∇y − g|²
-with g = Σ_k W_k·∇c_k (`weighted`; the same minimiser as Σ_k W_k·|∇y − ∇c_k|²) or, per pixel, the ∇c_k with
-the largest W_k·|∇c_k| (`maxabs`). Its minimiser y* solves the screened Poisson equation
-(1 + μ∇ᵀ∇)·y* = Σ_k W_k·c_k + μ∇ᵀg, solved exactly by FFT on the mirror-extended image (Neumann boundary).
-The step relaxes toward it: y' = (1 − λ)·y + λ·y*. With μ = 0 that is y' = (1 − λ)·y + λ·Σ_k W_k·c_k.
+with g = Σ_k W_k·∇c_k (`weighted` gradient target) or, per pixel, the ∇c_k with the largest W_k·|∇c_k| (`maxabs`).
+Its minimiser y* (:func:`guidance_target`) depends on the sources and weights only: the closed-form blend.
+
+A step of the sampler must let the prior keep its say, so each guidance starts *from* the prior's estimate y0:
+
+- :class:`ProximalGuidance` (`weighted`): y' = argmin_y ρ_t·‖y − y0‖² + E(y), with ρ_t = (σ_d/σ_t)², σ_t the
+  sample's noise level √((1−ᾱ_t)/ᾱ_t) and σ_d the data's own uncertainty (a floor, raised to the sources'
+  estimated noise level). Early (σ_t ≫ σ_d) the data decide; late, the prior's estimate does. This is the
+  data-consistency step of plug-and-play diffusion restoration (DiffPIR, Zhu et al. CVPR 2023) with E as the
+  data term. One FFT solve (screened Poisson, Neumann boundary) per step.
+- :class:`DdfmGuidance` (`ddfm`): DDFM's one-step EM (Zhao et al. ICCV 2023): reweighted ℓ1 terms toward the
+  infrared and visible sources and a total-variation prox, its state carried across steps; the two terms are
+  scaled by 2·W_k, so W = ½ reproduces DDFM.
 """
 
 from __future__ import annotations
@@ -13,6 +22,9 @@ from __future__ import annotations
 import torch
 
 from dig2dig_ros.core.config import GuidanceConfig
+
+# Guidance works on luminance in [−1,1]: σ_d in grey levels of [0,1] doubles there.
+UNIT_TO_SIGNED = 2.0
 
 
 def forward_gradient(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -31,36 +43,131 @@ def mirror_extend(x: torch.Tensor) -> torch.Tensor:
     return torch.cat([x, x.flip(-2)], dim=-2)
 
 
-def guidance_target(sources: torch.Tensor, weights: torch.Tensor, config: GuidanceConfig) -> torch.Tensor:
-    """y*, the minimiser of E, for sources and weights (K,1,H,W); returns (1,1,H,W)."""
-    h, w = sources.shape[-2:]
-    intensity = (weights * sources).sum(dim=0, keepdim=True)  # (1,1,H,W)
-    mu = config.grad_weight
-    if mu == 0:
-        return intensity
-    c = mirror_extend(sources)  # (K,1,2H,2W)
+def laplace_symbol(h: int, w: int, like: torch.Tensor) -> torch.Tensor:
+    """The rfft2 symbol of ∇ᵀ∇ on the (2h, 2w) mirror-extended grid: (2h, w+1)."""
+    fy = torch.fft.fftfreq(2 * h, device=like.device, dtype=like.dtype)[:, None]
+    fx = torch.fft.rfftfreq(2 * w, device=like.device, dtype=like.dtype)[None, :]
+    return (2 - 2 * torch.cos(2 * torch.pi * fx)) + (2 - 2 * torch.cos(2 * torch.pi * fy))
+
+
+def gradient_target(sources: torch.Tensor, weights: torch.Tensor, kind: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """g = (gx, gy) (1,1,2H,2W) on the mirror-extended grid for sources and weights (K,1,H,W)."""
+    gx, gy = forward_gradient(mirror_extend(sources))  # (K,1,2H,2W)
     wt = mirror_extend(weights)
-    gx, gy = forward_gradient(c)
-    if config.grad_target == "weighted":
-        tx, ty = (wt * gx).sum(0, keepdim=True), (wt * gy).sum(0, keepdim=True)
-    else:  # maxabs: the strongest weighted edge wins, per pixel
-        score = wt * torch.sqrt(gx**2 + gy**2)  # (K,1,2H,2W)
-        best, tx, ty = score[:1], gx[:1], gy[:1]
-        for k in range(1, score.shape[0]):  # elementwise running max: much faster than argmax over K
-            wins = score[k : k + 1] > best
-            best = torch.where(wins, score[k : k + 1], best)
-            tx, ty = torch.where(wins, gx[k : k + 1], tx), torch.where(wins, gy[k : k + 1], ty)
-    rhs = mirror_extend(intensity) + mu * gradient_adjoint(tx, ty)  # (1,1,2H,2W)
-    fy = torch.fft.fftfreq(2 * h, device=sources.device, dtype=sources.dtype)[:, None]
-    fx = torch.fft.rfftfreq(2 * w, device=sources.device, dtype=sources.dtype)[None, :]
-    laplace = (2 - 2 * torch.cos(2 * torch.pi * fx)) + (2 - 2 * torch.cos(2 * torch.pi * fy))  # ∇ᵀ∇ symbol
-    y = torch.fft.irfft2(torch.fft.rfft2(rhs) / (1 + mu * laplace), s=(2 * h, 2 * w))
+    if kind == "weighted":
+        return (wt * gx).sum(0, keepdim=True), (wt * gy).sum(0, keepdim=True)
+    score = wt * torch.sqrt(gx**2 + gy**2)  # maxabs: the strongest weighted edge wins, per pixel
+    best, tx, ty = score[:1], gx[:1], gy[:1]
+    for k in range(1, score.shape[0]):  # elementwise running max: much faster than argmax over K
+        wins = score[k : k + 1] > best
+        best = torch.where(wins, score[k : k + 1], best)
+        tx, ty = torch.where(wins, gx[k : k + 1], tx), torch.where(wins, gy[k : k + 1], ty)
+    return tx, ty
+
+
+def energy_rhs(sources: torch.Tensor, weights: torch.Tensor, config: GuidanceConfig) -> torch.Tensor:
+    """Σ_k W_k·c_k + μ∇ᵀg on the mirror-extended grid (1,1,2H,2W): E's linear term."""
+    intensity = mirror_extend((weights * sources).sum(dim=0, keepdim=True))
+    if config.grad_weight == 0:
+        return intensity
+    tx, ty = gradient_target(sources, weights, config.grad_target)
+    return intensity + config.grad_weight * gradient_adjoint(tx, ty)
+
+
+def guidance_target(sources: torch.Tensor, weights: torch.Tensor, config: GuidanceConfig) -> torch.Tensor:
+    """y*, the minimiser of E, for sources and weights (K,1,H,W); returns (1,1,H,W): the closed-form blend."""
+    h, w = sources.shape[-2:]
+    if config.grad_weight == 0:
+        return (weights * sources).sum(dim=0, keepdim=True)
+    rhs = torch.fft.rfft2(energy_rhs(sources, weights, config))
+    y = torch.fft.irfft2(rhs / (1 + config.grad_weight * laplace_symbol(h, w, sources)), s=(2 * h, 2 * w))
     return y[..., :h, :w]
 
 
-def rectify(y: torch.Tensor, target: torch.Tensor, config: GuidanceConfig) -> torch.Tensor:
-    """One guidance step on the luminance estimate y (1,1,H,W) toward y* = guidance_target(...):
-    y' = (1 − λ)·y + λ·y*. (y* depends on the sources and weights only, so the sampler computes it once per
-    weight update.)"""
-    lam = config.step_size
-    return (1 - lam) * y + lam * target
+def noise_level(sources: torch.Tensor) -> torch.Tensor:
+    """Donoho's MAD estimate of each source's Gaussian noise σ from its finest diagonal Haar band: (K,) in the
+    sources' units."""
+    h, w = (sources.shape[-2] // 2) * 2, (sources.shape[-1] // 2) * 2
+    q = sources[..., :h, :w]
+    hh = (q[..., 0::2, 0::2] - q[..., 0::2, 1::2] - q[..., 1::2, 0::2] + q[..., 1::2, 1::2]) / 2
+    return hh.abs().flatten(1).median(dim=1).values / 0.6745
+
+
+class ProximalGuidance:
+    """`weighted` guidance: the proximal step y' = argmin ρ_t‖y − y0‖² + E(y), anchored at the prior's estimate."""
+
+    def __init__(self, sources: torch.Tensor, config: GuidanceConfig) -> None:
+        self.sources, self.config = sources, config  # (K,1,H,W) in [−1,1]
+        h, w = sources.shape[-2:]
+        self.size = (h, w)
+        self.laplace = config.grad_weight * laplace_symbol(h, w, sources)  # (2H, W+1)
+        estimated = config.noise_scale * float(noise_level(sources).max()) if config.noise_scale > 0 else 0.0
+        self.data_sigma = max(UNIT_TO_SIGNED * config.data_sigma, estimated)  # σ_d in [−1,1] units
+        self._weights: torch.Tensor | None = None
+        self._rhs: torch.Tensor | None = None  # rfft2 of E's linear term, refreshed with the weights
+
+    def __call__(self, y0: torch.Tensor, weights: torch.Tensor, alpha_bar: float) -> torch.Tensor:
+        """y' (1,1,H,W) from the prior's luminance estimate y0 (1,1,H,W), weights (K,1,H,W), ᾱ of the step."""
+        if weights is not self._weights:
+            self._weights, self._rhs = weights, torch.fft.rfft2(energy_rhs(self.sources, weights, self.config))
+        sigma_t2 = (1 - alpha_bar) / max(alpha_bar, 1e-12)
+        rho = self.data_sigma**2 / max(sigma_t2, 1e-12)
+        h, w = self.size
+        spectrum = (rho * torch.fft.rfft2(mirror_extend(y0)) + self._rhs) / (rho + 1 + self.laplace)
+        return torch.fft.irfft2(spectrum, s=(2 * h, 2 * w))[..., :h, :w]
+
+
+class DdfmGuidance:
+    """`ddfm` guidance: DDFM's EM rectification of the prior's estimate, its terms scaled by 2·W_k.
+
+    Source 0 is the infrared (intensity term), source 1 the visible (its difference to the fused image is
+    sparse and piecewise smooth). The EM state (reweighting scales, TV auxiliaries) is kept across steps.
+    """
+
+    LAMBDA, RHO = 0.5, 0.01  # DDFM's defaults
+
+    def __init__(self, sources: torch.Tensor, config: GuidanceConfig) -> None:
+        if sources.shape[0] != 2:
+            raise ValueError(f"ddfm guidance fuses exactly two sources (infrared, visible), got {sources.shape[0]}")
+        self.ir, self.vis = sources[:1], sources[1:]  # (1,1,H,W)
+        h, w = sources.shape[-2:]
+        fy = torch.fft.fftfreq(h, device=sources.device, dtype=sources.dtype)[:, None]
+        fx = torch.fft.fftfreq(w, device=sources.device, dtype=sources.dtype)[None, :]
+        self.kx = 1 - torch.exp(-2j * torch.pi * fx)  # symbols of the periodic differences along x and y
+        self.ky = 1 - torch.exp(-2j * torch.pi * fy)
+        self.denominator = 1 + self.kx.abs() ** 2 + self.ky.abs() ** 2
+        self.f1 = torch.zeros_like(self.ir)
+        self.f2 = torch.zeros_like(self.ir)
+        self.tau_a = self.tau_b = 1.0
+
+    def __call__(self, y0: torch.Tensor, weights: torch.Tensor, alpha_bar: float) -> torch.Tensor:
+        """y' (1,1,H,W): one EM step from the prior's estimate y0 (1,1,H,W) under weights (2,1,H,W)."""
+        y = self.ir - self.vis  # the infrared's difference to the visible
+        x = y0 - self.vis  # the estimate's
+        # E-step: reweighting of the two ℓ1 terms (visible: D, infrared: C), then the noise scales.
+        d = torch.sqrt(2 / self.tau_b / (x**2 + 1e-6))
+        c = torch.sqrt(2 / self.tau_a / ((y - x + 1e-6) ** 2))
+        d = torch.minimum(d, 2 * c)
+        self.tau_b = float((1 / (d + 1e-10) + self.tau_b / 2).mean())
+        self.tau_a = float((1 / (c + 1e-10) + self.tau_a / 2).mean())
+        # In the M-step below, d pulls the result toward the infrared and c toward the visible: each is scaled by
+        # twice its source's weight (W = ½: DDFM exactly).
+        c, d = c * 2 * weights[1:2], d * 2 * weights[0:1]
+        # M-step: TV prox of the residual, its auxiliaries, and the reweighted least-squares solution.
+        spectrum = torch.fft.fft2(y - x) + self.kx.conj() * torch.fft.fft2(self.f1) + self.ky.conj() * torch.fft.fft2(
+            self.f2)
+        hsol = torch.fft.ifft2(spectrum / self.denominator).real
+        shrink = self.RHO / (2 * self.LAMBDA + self.RHO)
+        self.f1 = shrink * torch.cat([hsol[..., :-1] - hsol[..., 1:], hsol[..., -1:]], dim=-1)
+        self.f2 = shrink * torch.cat([hsol[..., :-1, :] - hsol[..., 1:, :], hsol[..., -1:, :]], dim=-2)
+        x = (2 * c * y + self.RHO * (y - hsol)) / (2 * c + 2 * d + self.RHO)
+        return self.ir - x
+
+
+GUIDANCE = {"weighted": ProximalGuidance, "ddfm": DdfmGuidance}
+
+
+def make_guidance(sources: torch.Tensor, config: GuidanceConfig):
+    """The guidance object of config.mode for sources (K,1,H,W) in [−1,1]."""
+    return GUIDANCE[config.mode](sources, config)
+
