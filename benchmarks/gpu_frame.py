@@ -36,6 +36,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout, when PYTHONPATH is not set
 
+import dig2dig_ros  # noqa: E402
 from dig2dig_ros.core.config import FusionConfig  # noqa: E402
 from dig2dig_ros.core.fusion import Fuser  # noqa: E402
 from dig2dig_ros.core.priors import Prior, load_prior  # noqa: E402
@@ -179,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"device {name}; torch {torch.__version__}, CUDA {torch.version.cuda}; prior {args.prior}; "
         f"TF32 convolutions {torch.backends.cudnn.allow_tf32}, TF32 matmul {torch.backends.cuda.matmul.allow_tf32}; "
-        f"rclpy imported: {'yes' if leaked else 'no'}"
+        f"rclpy imported: {'yes' if leaked else 'no'}; package {Path(dig2dig_ros.__file__).resolve().parent}"
     )
     if not video:
         print(
