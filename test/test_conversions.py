@@ -17,7 +17,6 @@ from dig2dig_ros.ros.conversions import (  # noqa: E402
     compressed_to_numpy,
     encoding_of,
     image_to_numpy,
-    normalize_thermal,
     numpy_to_compressed,
     numpy_to_image,
     to_bgr,
@@ -209,39 +208,3 @@ def test_to_unit_float_normalises_16_bit_and_reorders_colour():
     np.testing.assert_allclose(to_unit_float(rgba, "rgba8")[0, 0], [0.2, 0.0, 1.0], rtol=1e-6)
     f = np.array([[-0.5, 0.25, 2.0, np.nan]], np.float32)
     np.testing.assert_array_equal(to_unit_float(f, "32FC1"), [[0.0, 0.25, 1.0, 0.0]])
-
-
-def test_thermal_flat_frame_does_not_divide_by_zero():
-    flat = np.full((8, 8), 3000, np.uint16)
-    for policy in ("percentile", "fixed"):
-        out = normalize_thermal(flat, policy, 2000.0, 4000.0, (1.0, 99.0))
-        assert out.dtype == np.float32 and out.shape == (8, 8) and np.all(np.isfinite(out))
-    np.testing.assert_array_equal(normalize_thermal(flat, "percentile", 0, 1, (1, 99)), 0.0)
-    np.testing.assert_allclose(normalize_thermal(flat, "fixed", 2000.0, 4000.0, (1, 99)), 0.5)
-
-
-def test_thermal_ramp_fixed_and_percentile():
-    ramp = np.arange(1000, 1100, dtype=np.uint16).reshape(10, 10)  # 100 distinct counts
-    fixed = normalize_thermal(ramp, "fixed", 1020.0, 1080.0, (1, 99))
-    assert fixed[0, 0] == 0.0 and fixed[-1, -1] == 1.0
-    np.testing.assert_allclose(fixed[5, 0], (1050 - 1020) / 60, rtol=1e-6)
-    stretched = normalize_thermal(ramp, "percentile", 0, 1, (10.0, 90.0))
-    # nearest rank: the 10th / 90th percentiles of 1000..1099 are 1009 and 1089
-    assert stretched.min() == 0.0 and stretched.max() == 1.0
-    np.testing.assert_allclose(stretched.reshape(-1)[9:90], (np.arange(1009, 1090) - 1009) / 80, rtol=1e-6)
-    assert np.all(np.diff(stretched.reshape(-1)) >= 0)
-    # float frames use numpy's percentiles
-    out = normalize_thermal(ramp.astype(np.float32), "percentile", 0, 1, (0.0, 100.0))
-    np.testing.assert_allclose(out.reshape(-1), np.arange(100) / 99, rtol=1e-6)
-
-
-def test_thermal_rejects_bad_parameters():
-    frame = np.zeros((4, 4), np.uint16)
-    with pytest.raises(ValueError, match="high > low"):
-        normalize_thermal(frame, "fixed", 10.0, 10.0, (1, 99))
-    with pytest.raises(ValueError, match="percentiles"):
-        normalize_thermal(frame, "percentile", 0, 1, (99, 1))
-    with pytest.raises(ValueError, match="unknown thermal policy 'auto'"):
-        normalize_thermal(frame, "auto", 0, 1, (1, 99))
-    with pytest.raises(ConversionError, match=r"\(4, 4, 3\)"):
-        normalize_thermal(np.zeros((4, 4, 3), np.uint16), "fixed", 0, 1, (1, 99))

@@ -33,7 +33,11 @@ def graph(monkeypatch):
         overrides = [Parameter("prior", value="wiener"), Parameter("device", value="cpu"),
                      Parameter("working_size", value=64), Parameter("sampler.steps", value=3),
                      Parameter("input_transport", value=transport)]
-        fusion = FusionNode(parameter_overrides=overrides)
+        try:
+            fusion = FusionNode(parameter_overrides=overrides)
+        except Exception:
+            rclpy.shutdown()
+            raise
         peer = rclpy.create_node("test_peer")
         executor = SingleThreadedExecutor()
         executor.add_node(fusion)

@@ -39,7 +39,6 @@ ENCODINGS: dict[str, tuple[np.dtype, int]] = {
     "32FC1": (np.dtype(np.float32), 1),
 }
 _RGB_ORDER = ("rgb8", "rgba8")
-THERMAL_POLICIES = ("fixed", "percentile")
 
 
 class ConversionError(ValueError):
@@ -207,7 +206,7 @@ def to_unit_float(arr: np.ndarray, encoding: str) -> np.ndarray:
     """float32 in [0,1]: gray (H,W) for one-channel encodings, BGR (H,W,3) otherwise.
 
     8-bit / 255, 16-bit / 65535 (normalised, never truncated to 8 bits), 32FC1 taken as already in [0,1]:
-    clipped, non-finite values → 0. Thermal counts that need a stretch go through ``normalize_thermal``.
+    clipped, non-finite values → 0. Infrared frames go through ``dig2dig_ros.core.thermal.prepare_infrared``.
     """
     arr = _check_array(arr, encoding)
     dtype, channels = _spec(encoding)
@@ -218,50 +217,4 @@ def to_unit_float(arr: np.ndarray, encoding: str) -> np.ndarray:
         out /= np.float32(np.iinfo(dtype).max)
         return out
     out = np.nan_to_num(arr.astype(np.float32), nan=0.0, posinf=0.0, neginf=0.0)
-    return np.clip(out, 0.0, 1.0)
-
-
-def _percentiles(arr: np.ndarray, percentiles: tuple[float, float]) -> tuple[float, float]:
-    """Two percentiles of arr; nearest-rank from a histogram for integer frames ≤ 16 bit (fast), else numpy."""
-    if arr.dtype in (np.uint8, np.uint16):
-        counts = np.bincount(arr.reshape(-1), minlength=1)  # (max+1,)
-        cdf = np.cumsum(counts)  # (max+1,)
-        ranks = [max(1, int(np.ceil(p / 100.0 * arr.size))) for p in percentiles]
-        lo, hi = (int(np.searchsorted(cdf, r)) for r in ranks)
-        return float(lo), float(hi)
-    lo, hi = np.percentile(arr, percentiles)
-    return float(lo), float(hi)
-
-
-def normalize_thermal(
-    arr16: np.ndarray,
-    policy: str = "percentile",
-    low: float = 0.0,
-    high: float = 65535.0,
-    percentiles: tuple[float, float] = (1.0, 99.0),
-) -> np.ndarray:
-    """A thermal frame (H,W) of raw counts (typically mono16) as float32 (H,W) in [0,1].
-
-    - ``fixed``: (counts − low) / (high − low), clipped: the same mapping for every frame.
-    - ``percentile``: per-frame stretch between the given percentiles (e.g. (1, 99)), clipped. The stretch
-      A flat frame (equal percentiles) maps to 0 rather than dividing by zero.
-    """
-    arr = np.asarray(arr16)
-    if arr.ndim == 3 and arr.shape[2] == 1:
-        arr = arr[:, :, 0]
-    if arr.ndim != 2 or arr.size == 0:
-        raise ConversionError(f"thermal frame must be a non-empty (H,W) array, got shape {arr.shape}")
-    if policy == "fixed":
-        if not high > low:
-            raise ValueError(f"thermal fixed range needs high > low, got low={low}, high={high}")
-        lo, span = float(low), float(high) - float(low)
-    elif policy == "percentile":
-        p_lo, p_hi = (float(p) for p in percentiles)
-        if not 0.0 <= p_lo < p_hi <= 100.0:
-            raise ValueError(f"thermal percentiles must satisfy 0 <= low < high <= 100, got {percentiles}")
-        lo, hi = _percentiles(arr, (p_lo, p_hi))
-        span = hi - lo if hi > lo else 1.0
-    else:
-        raise ValueError(f"unknown thermal policy {policy!r}: use one of {THERMAL_POLICIES}")
-    out = (arr.astype(np.float32) - np.float32(lo)) / np.float32(span)  # (H,W)
     return np.clip(out, 0.0, 1.0)

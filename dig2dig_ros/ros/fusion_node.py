@@ -1,10 +1,12 @@
 """`dig2dig_fusion`: synchronised infrared + visible in; fused image and DIG weight maps out.
 
 subscribe (`ir/image`, `visible/image`) → synchronise (ApproximateTime) → keep the newest pair → worker:
-convert → fuse (dig2dig_ros.core) → publish `fused/image`, `fused/dig/ir`, `fused/dig/visible` (32FC1 weights
-in [0,1]) and `fused/dig/overlay`, each with the header of the reference input. Pairs that arrive while the
-worker is busy replace the waiting one (newest wins) and are counted as dropped; bad frames are logged,
-counted and skipped. Counters go to /diagnostics.
+convert → normalise the infrared frame (dig2dig_ros.core.thermal) → register it into the reference camera's
+geometry (`ir.homography`, dig2dig_ros.core.registration) → fuse (dig2dig_ros.core) → publish `fused/image`,
+`fused/dig/ir`, `fused/dig/visible` (32FC1 weights in [0,1]), `fused/dig/overlay` and `fused/camera_info`, each
+with the header and size of the reference input. Outputs nobody subscribes to are not built. Pairs that
+arrive while the worker is busy replace the waiting one (newest wins) and are counted as dropped; bad frames
+are logged, counted and skipped. Counters and a health status go to /diagnostics.
 """
 
 from __future__ import annotations
@@ -15,23 +17,43 @@ import time
 from collections import deque
 from typing import Any
 
+import cv2
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
-from sensor_msgs.msg import CompressedImage, Image
+from rclpy.qos_overriding_options import QoSOverridingOptions
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
-from dig2dig_ros.core.fusion import Fuser, FusionResult
+from dig2dig_ros.core.fusion import Fuser, FusionCancelled, FusionResult
 from dig2dig_ros.core.imaging import weight_overlay
 from dig2dig_ros.core.priors import PriorError, load_prior
+from dig2dig_ros.core.registration import register_pair
+from dig2dig_ros.core.thermal import ThermalSettings, prepare_infrared
 from dig2dig_ros.ros import conversions
 from dig2dig_ros.ros.node_support import NewestWorker, StartupError, descriptor, diagnostics, run_node, steady_timer
-from dig2dig_ros.ros.params import all_params, check_value, fusion_config
+from dig2dig_ros.ros.params import all_params, check_value, check_values, fusion_config, homography, thermal_settings
 from dig2dig_ros.ros.sync import ApproximateTimeSynchronizer, Subscriber
 
 # A stamp this far behind its input's previous one means time restarted (bag loop, camera restart).
 TIME_JUMP_BACK_S = 1.0
+# Health (diagnostics): an input silent this long, or pairs arriving but none fused this long, is a WARN.
+SILENT_S = 2.0
+STALL_S = 2.0
+RECENT_S = 3.0  # the window "recent" pairs, failures and rates are taken over
+RATE_WINDOW_S = 5.0
+# Aspect ratios that differ by more than this are stretched only with a warning.
+ASPECT_TOLERANCE = 0.01
+SOURCES = ("ir", "visible")
+LABELS = {"ir": "infrared", "visible": "visible"}
+
+
+class _Setup:
+    """What the worker reads per frame; replaced as a whole on every accepted parameter change."""
+
+    def __init__(self, fuser: Fuser, values: dict[str, Any], thermal: ThermalSettings, h: np.ndarray | None):
+        self.fuser, self.values, self.thermal, self.homography = fuser, values, thermal, h
 
 
 class FusionNode(Node):
@@ -42,66 +64,112 @@ class FusionNode(Node):
         self.specs = {spec.name: spec for spec in all_params()}
         for spec in self.specs.values():
             self.declare_parameter(spec.name, spec.default, descriptor(spec))
-        values = self.values = self._values()  # the current values, replaced as a whole on every change
+        values = self._values()
         for spec in self.specs.values():
             problem = check_value(spec, values[spec.name])
             if problem:
                 raise StartupError(problem)
+        problem = check_values(values)
+        if problem:
+            raise StartupError(problem)
+        if values["torch_threads"] > 0:
+            import torch
+
+            torch.set_num_threads(int(values["torch_threads"]))
         try:
             self.prior = load_prior(values["prior"], _device(values["device"]))
-            self.fuser = Fuser(fusion_config(values), prior=self.prior, device=values["device"])
+            self.setup = self._make_setup(values)
         except (PriorError, ValueError) as exc:
             raise StartupError(str(exc)) from exc
         self.add_on_set_parameters_callback(self._on_set)
 
-        self.lock = threading.Lock()  # guards fuser, values, counts and the latency/skew windows
-        self.counts = {"pairs": 0, "fused": 0, "dropped_busy": 0, "bad_input": 0, "failed": 0}
+        self.lock = threading.Lock()  # guards setup, counts and the windows below
+        self.counts = {"pairs": 0, "fused": 0, "dropped_busy": 0, "bad_input": 0, "failed": 0, "stretched": 0}
         self.latencies: deque[float] = deque(maxlen=100)
+        self.ages: deque[float] = deque(maxlen=100)
         self.skews: deque[float] = deque(maxlen=100)
-        self.arrivals = {"ir": deque(maxlen=50), "visible": deque(maxlen=50)}
+        self.started = time.monotonic()
+        self.arrivals = {name: deque(maxlen=2000) for name in SOURCES}  # monotonic arrival times
+        self.outcomes: deque[tuple[float, bool]] = deque(maxlen=500)  # (monotonic, pair was good)
+        self.last_problem = ""  # why the latest bad pair was bad
+        self.last_failure: tuple[float, str] | None = None
+        self.unfused_since: float | None = None  # first pair after the last fused frame
         self.last_stamps: dict[str, float] = {}
+        self.camera_info: dict[str, CameraInfo] = {}
+        self._stopping = threading.Event()
+        self._publish_lock = threading.Lock()
+        self._closed = False
 
         depth = values["qos.input_depth"]
         in_qos = QoSProfile(depth=depth, reliability=ReliabilityPolicy.RELIABLE) if values["qos.reliable_inputs"] \
             else QoSProfile(**{**_qos_kwargs(qos_profile_sensor_data), "depth": depth})
         out_qos = QoSProfile(depth=values["qos.output_depth"], reliability=ReliabilityPolicy.RELIABLE)
+        overrides = QoSOverridingOptions.with_default_policies
         compressed = values["input_transport"] == "compressed"
         msg_type = CompressedImage if compressed else Image
-        suffix = "/compressed" if compressed else ""
-        self.subs = [Subscriber(self, msg_type, f"ir/image{suffix}", in_qos),
-                     Subscriber(self, msg_type, f"visible/image{suffix}", in_qos)]
-        for name, sub in zip(("ir", "visible"), self.subs, strict=True):
+        # image_transport's rule: the compressed topic is the *resolved* base topic + /compressed, so remapping
+        # ir/image moves both.
+        topics = [self.resolve_topic_name(f"{name}/image") + ("/compressed" if compressed else "")
+                  for name in SOURCES]
+        # A QoS override (qos_overrides.<topic>...) changes the profile object it is given: one copy each.
+        self.subs = [Subscriber(self, msg_type, topic, _copy(in_qos), qos_overriding_options=overrides())
+                     for topic in topics]
+        for name, sub in zip(SOURCES, self.subs, strict=True):
             sub.registerCallback(self._arrived, name)
         self.sync = ApproximateTimeSynchronizer(self.subs, values["sync.queue_size"], values["sync.slop"],
-                                                values["sync.allow_headerless"])
+                                                values["sync.allow_headerless"],
+                                                interval_bound=values["sync.interval_bound"])
         self.sync.registerCallback(self._on_pair)
-        self.pub_fused = self.create_publisher(Image, "fused/image", out_qos)
-        self.pub_dig = {"ir": self.create_publisher(Image, "fused/dig/ir", out_qos),
-                        "visible": self.create_publisher(Image, "fused/dig/visible", out_qos)}
-        self.pub_overlay = self.create_publisher(Image, "fused/dig/overlay", out_qos)
+        for name in SOURCES:
+            self.create_subscription(CameraInfo, f"{name}/camera_info", lambda msg, n=name: self._on_info(n, msg),
+                                     _copy(in_qos), qos_overriding_options=overrides())
+        self.pub_fused = self.create_publisher(Image, "fused/image", _copy(out_qos), qos_overriding_options=overrides())
+        self.pub_dig = {name: self.create_publisher(Image, f"fused/dig/{name}", _copy(out_qos),
+                                                    qos_overriding_options=overrides()) for name in SOURCES}
+        self.pub_overlay = self.create_publisher(Image, "fused/dig/overlay", _copy(out_qos),
+                                                 qos_overriding_options=overrides())
+        self.pub_info = self.create_publisher(CameraInfo, "fused/camera_info", _copy(out_qos),
+                                              qos_overriding_options=overrides())
         self.pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         steady_timer(self, values["diagnostics_period"], self._publish_diagnostics)
+        if values["sync.max_wait"] > 0:
+            wait = float(values["sync.max_wait"])
+            steady_timer(self, max(0.02, wait / 4), lambda: self.sync.flush_stale(wait))
         self._warm_up()
         self.worker = NewestWorker(self._fuse_pair, "dig2dig_fusion_worker")
-        cfg = self.fuser.config
+        cfg = self.setup.fuser.config
+        registered = "registered by ir.homography" if self.setup.homography is not None else "aligned"
         self.get_logger().info(
-            f"fusing {self.subs[0].resolved_topic} + {self.subs[1].resolved_topic} → "
-            f"{self.pub_fused.topic_name}: method {cfg.method}, prior {values['prior']} on {self.fuser.device}, "
+            f"fusing {self.subs[0].resolved_topic} + {self.subs[1].resolved_topic} ({registered}) → "
+            f"{self.pub_fused.topic_name}: method {cfg.method}, prior {values['prior']} on {self.setup.fuser.device}, "
             f"{cfg.sampler.steps} steps, working size {cfg.max_side or 'input'}, slop {values['sync.slop']} s")
+
+    def _make_setup(self, values: dict[str, Any]) -> _Setup:
+        """Everything a frame needs from the parameters; raises ValueError naming what is wrong."""
+        fuser = Fuser(fusion_config(values), prior=self.prior, device=values["device"])
+        return _Setup(fuser, values, thermal_settings(values), homography(values))
 
     def _warm_up(self) -> None:
         """Fuse one small blank pair so the first real frame does not pay for lazy initialisation."""
         start = time.perf_counter()
         blank = np.zeros((64, 64), np.uint8)
-        self.fuser([blank, blank])
+        self.setup.fuser([blank, blank])
         self.get_logger().info(f"warmed up in {time.perf_counter() - start:.2f} s")
+
+    @property
+    def fuser(self) -> Fuser:
+        return self.setup.fuser
+
+    @property
+    def values(self) -> dict[str, Any]:
+        return self.setup.values
 
     # -- parameters -------------------------------------------------------------------------------------------
     def _values(self) -> dict[str, Any]:
         return {name: self.get_parameter(name).value for name in self.specs}
 
     def _on_set(self, params: list) -> SetParametersResult:
-        values = dict(self.values)
+        values = dict(self.setup.values)
         for param in params:
             spec = self.specs.get(param.name)
             if spec is None:
@@ -110,18 +178,23 @@ class FusionNode(Node):
             if problem:
                 return SetParametersResult(successful=False, reason=problem)
             values[param.name] = param.value
+        problem = check_values(values)
+        if problem:
+            return SetParametersResult(successful=False, reason=problem)
         try:
-            fuser = Fuser(fusion_config(values), prior=self.prior, device=values["device"])
+            setup = self._make_setup(values)
         except ValueError as exc:
             return SetParametersResult(successful=False, reason=str(exc))
         with self.lock:
-            self.fuser, self.values = fuser, values
+            self.setup = setup
         self.get_logger().info("parameters updated: " + ", ".join(f"{p.name}={p.value}" for p in params))
         return SetParametersResult(successful=True)
 
     # -- subscribe → synchronise → keep newest --------------------------------------------------------------
     def _arrived(self, msg: Any, name: str) -> None:
-        self.arrivals[name].append(time.monotonic())
+        now = time.monotonic()
+        with self.lock:
+            self.arrivals[name].append(now)
         stamp = _stamp_s(msg) if hasattr(msg, "header") else None
         last = self.last_stamps.get(name)
         if stamp is not None and last is not None and stamp < last - TIME_JUMP_BACK_S:
@@ -131,12 +204,19 @@ class FusionNode(Node):
         if stamp is not None:
             self.last_stamps[name] = stamp
 
+    def _on_info(self, name: str, msg: CameraInfo) -> None:
+        with self.lock:
+            self.camera_info[name] = msg
+
     def _on_pair(self, ir_msg: Any, vis_msg: Any) -> None:
         problem = self._check_pair(ir_msg, vis_msg)
-        self._count("pairs")
+        now = time.monotonic()
+        with self.lock:
+            self.counts["pairs"] += 1
+            if self.unfused_since is None:
+                self.unfused_since = now
         if problem:  # a bad pair never displaces a good one waiting for the worker
-            self._count("bad_input")
-            self.get_logger().warning(f"skipping a pair: {problem}", throttle_duration_sec=5.0)
+            self._bad(problem)
         elif self.worker.submit((ir_msg, vis_msg)):
             self._count("dropped_busy")
 
@@ -149,107 +229,240 @@ class FusionNode(Node):
                 return f"{name} encoding {msg.encoding!r} is not supported ({', '.join(conversions.ENCODINGS)})"
             if msg.width == 0 or msg.height == 0:
                 return f"{name} image is empty ({msg.width}x{msg.height})"
+            dtype, channels = conversions.ENCODINGS[msg.encoding]
+            row = msg.width * channels * dtype.itemsize
+            if msg.step < row or len(msg.data) < msg.step * msg.height:
+                return (f"{name} {msg.encoding} {msg.width}x{msg.height}: step {msg.step} and {len(msg.data)} "
+                        f"data bytes do not hold the claimed image (row {row} bytes)")
+        setup = self.setup
         sizes = (ir_msg.width, ir_msg.height), (vis_msg.width, vis_msg.height)
-        if sizes[0] != sizes[1] and self.fuser.config.resize == "none":
-            return (f"infrared {sizes[0][0]}x{sizes[0][1]} and visible {sizes[1][0]}x{sizes[1][1]} differ "
-                    "(set the resize parameter to fuse them anyway)")
+        if sizes[0] != sizes[1] and setup.homography is None and setup.fuser.config.resize == "none":
+            return _size_problem(sizes[0], sizes[1])
         return None
 
-    # -- worker: convert → fuse → publish --------------------------------------------------------------------
+    # -- worker: convert → normalise → register → fuse → publish ------------------------------------------------
     def _fuse_pair(self, pair: tuple[Any, Any]) -> None:
         start = time.perf_counter()
         ir_msg, vis_msg = pair
         with self.lock:
-            fuser, values = self.fuser, self.values
+            setup = self.setup
+        values = setup.values
         try:
-            ir, vis = self._to_array(ir_msg, thermal=True), self._to_array(vis_msg, thermal=False)
-            if ir.shape[:2] != vis.shape[:2] and fuser.config.resize == "none":  # compressed inputs
-                raise conversions.ConversionError(
-                    f"infrared {ir.shape[1]}x{ir.shape[0]} and visible {vis.shape[1]}x{vis.shape[0]} differ "
-                    "(set the resize parameter to fuse them anyway)")
-        except conversions.ConversionError as exc:
-            self._count("bad_input")
-            self.get_logger().warning(f"skipping a pair: {exc}", throttle_duration_sec=5.0)
+            images, valid, stretched = self._prepare(ir_msg, vis_msg, setup)
+        except Exception as exc:  # noqa: BLE001 - any bad input is counted and skipped, never fatal
+            self._bad(str(exc) or type(exc).__name__)
             return
+        if stretched:
+            self._count("stretched")
+            self.get_logger().warning(stretched, throttle_duration_sec=10.0)
+        with self.lock:
+            self.outcomes.append((time.monotonic(), True))
         try:
-            result = fuser([ir, vis])
-        except Exception as exc:  # keep running: one bad frame must not stop the node
-            self._count("failed")
+            result = setup.fuser(images, valid=valid, should_stop=self._stopping.is_set)
+        except FusionCancelled:
+            return  # the node is stopping
+        except Exception as exc:  # noqa: BLE001 - keep running: one bad frame must not stop the node
+            with self.lock:
+                self.counts["failed"] += 1
+                self.last_failure = (time.monotonic(), str(exc) or type(exc).__name__)
             self.get_logger().error(f"fusion failed, frame skipped: {exc}", throttle_duration_sec=5.0)
             return
         header = vis_msg.header if values["reference_frame"] == "visible" else ir_msg.header
-        self._publish(result, header, values["overlay_source"])
+        if not self._publish(result, header, values):
+            return
         latency = time.perf_counter() - start
         skew = abs(_stamp_s(ir_msg) - _stamp_s(vis_msg))
+        age = (self.get_clock().now().nanoseconds - _stamp_ns(header)) / 1e9
         with self.lock:
             self.counts["fused"] += 1
             self.latencies.append(latency)
+            self.ages.append(age)
             self.skews.append(skew)
+            self.unfused_since = None
             fused = self.counts["fused"]
+            c = dict(self.counts)
+            median = float(np.median(self.latencies))
         if fused % values["log_every"] == 0 or fused == 1:
-            c = self.counts
             self.get_logger().info(
                 f"fused {fused} frames ({c['pairs']} pairs, {c['dropped_busy']} dropped while busy, "
-                f"{c['bad_input']} bad, {c['failed']} failed); latency {1000 * np.median(self.latencies):.0f} ms")
+                f"{c['bad_input']} bad, {c['failed']} failed); latency {1000 * median:.0f} ms, age {1000 * age:.0f} ms")
 
-    def _to_array(self, msg: Any, thermal: bool) -> np.ndarray:
-        """Image message → uint8/uint16 gray or BGR, or float [0,1]; raises ConversionError on bad input."""
+    def _prepare(self, ir_msg: Any, vis_msg: Any, setup: _Setup) -> tuple[list, list, str]:
+        """Decoded, normalised and registered [ir, vis] in the reference camera's geometry, their validity masks,
+        and a warning when a frame had to be stretched to another aspect ratio ("" otherwise)."""
+        ir = prepare_infrared(self._to_array(ir_msg), setup.thermal)
+        if ir.ndim == 3:  # a 3-channel (colour-mapped) infrared export: its luminance
+            ir = cv2.cvtColor(ir, cv2.COLOR_BGR2GRAY)
+        vis = self._to_array(vis_msg)
+        reference = setup.values["reference_frame"]
+        if setup.homography is not None:
+            ir, vis, valid = register_pair(ir, vis, setup.homography, reference)
+            return [ir, vis], valid, ""
+        if ir.shape[:2] == vis.shape[:2]:
+            return [ir, vis], [None, None], ""
+        (h_ir, w_ir), (h_vis, w_vis) = ir.shape[:2], vis.shape[:2]
+        if setup.fuser.config.resize == "none":
+            raise conversions.ConversionError(_size_problem((w_ir, h_ir), (w_vis, h_vis)))
+        # The output always has the reference camera's size: the other frame is resized to it.
+        if reference == "visible":
+            target, other = (h_vis, w_vis), "infrared"
+            ir = _resize(ir, target)
+        else:
+            target, other = (h_ir, w_ir), "visible"
+            vis = _resize(vis, target)
+        warning = ""
+        if abs((w_ir / h_ir) / (w_vis / h_vis) - 1.0) > ASPECT_TOLERANCE:
+            warning = (f"stretching the {other} frame to {target[1]}x{target[0]} (infrared {w_ir}x{h_ir}, visible "
+                       f"{w_vis}x{h_vis}: the aspect ratios differ); set ir.homography to register the cameras")
+        return [ir, vis], [None, None], warning
+
+    @staticmethod
+    def _to_array(msg: Any) -> np.ndarray:
+        """Image message → uint8/uint16/float32 gray or uint8 BGR; raises on bad input."""
         if isinstance(msg, CompressedImage):
             arr = conversions.compressed_to_numpy(msg)
             return arr if arr.ndim == 2 else arr[..., :3]
         arr = conversions.image_to_numpy(msg)
-        enc = msg.encoding
         if arr.dtype == np.float32 and not np.isfinite(arr).all():
-            raise conversions.ConversionError(f"{enc} frame contains NaN or infinite values")
-        if thermal and arr.dtype == np.uint16:
-            v = self.values
-            return conversions.normalize_thermal(arr, v["ir.normalization"], v["ir.range_low"], v["ir.range_high"],
-                                                 (v["ir.percentile_low"], v["ir.percentile_high"]))
+            raise conversions.ConversionError(f"{msg.encoding} frame contains NaN or infinite values")
         if arr.ndim == 3:
-            return conversions.to_bgr(arr, enc)
+            return conversions.to_bgr(arr, msg.encoding)
         return arr
 
-    def _publish(self, result: FusionResult, header: Any, overlay_source: str) -> None:
-        encoding = "bgr8" if result.fused.ndim == 3 else "mono8"
-        self.pub_fused.publish(conversions.numpy_to_image(result.fused, encoding, header))
-        if result.weights is None:  # a classical method: no DIG maps to show
-            return
-        for k, name in enumerate(("ir", "visible")):
-            weight = result.weights[k].astype(np.float32)  # (H,W)
-            self.pub_dig[name].publish(conversions.numpy_to_image(weight, "32FC1", header))
-        shown = result.weights[0 if overlay_source == "ir" else 1]
-        self.pub_overlay.publish(conversions.numpy_to_image(weight_overlay(result.fused, shown), "bgr8", header))
+    def _publish(self, result: FusionResult, header: Any, values: dict[str, Any]) -> bool:
+        """Publish what has subscribers; False when the node is closing (nothing published)."""
+        with self._publish_lock:
+            if self._closed:
+                return False
+            if self.pub_fused.get_subscription_count():
+                encoding = "bgr8" if result.fused.ndim == 3 else "mono8"
+                self.pub_fused.publish(conversions.numpy_to_image(result.fused, encoding, header))
+            with self.lock:
+                info = self.camera_info.get(values["reference_frame"])
+            if info is not None and self.pub_info.get_subscription_count():
+                height, width = result.fused.shape[:2]
+                self.pub_info.publish(scaled_camera_info(info, width, height, header))
+            if result.weights is None:  # a classical method: no DIG maps to show
+                return True
+            for k, name in enumerate(SOURCES):
+                if self.pub_dig[name].get_subscription_count():
+                    weight = result.weights[k].astype(np.float32, copy=False)  # (H,W)
+                    self.pub_dig[name].publish(conversions.numpy_to_image(weight, "32FC1", header))
+            if self.pub_overlay.get_subscription_count():
+                shown = result.weights[0 if values["overlay_source"] == "ir" else 1]
+                self.pub_overlay.publish(
+                    conversions.numpy_to_image(weight_overlay(result.fused, shown), "bgr8", header))
+        return True
 
     def _count(self, key: str) -> None:
         with self.lock:
             self.counts[key] += 1
 
+    def _bad(self, problem: str) -> None:
+        with self.lock:
+            self.counts["bad_input"] += 1
+            self.outcomes.append((time.monotonic(), False))
+            self.last_problem = problem
+        self.get_logger().warning(f"skipping a pair: {problem}", throttle_duration_sec=5.0)
+
     # -- diagnostics ------------------------------------------------------------------------------------------
+    def health(self, now: float | None = None) -> tuple[bytes, str]:
+        """The fusion status (OK or WARN) and a message naming every cause of a WARN."""
+        now = time.monotonic() if now is None else now
+        causes = []
+        with self.lock:
+            for name in SOURCES:
+                times = self.arrivals[name]
+                if not times:
+                    if now - self.started > SILENT_S:
+                        causes.append(f"no {LABELS[name]} frames received yet ({now - self.started:.0f} s)")
+                elif now - times[-1] > SILENT_S:
+                    causes.append(f"no {LABELS[name]} frames for {now - times[-1]:.1f} s")
+            recent = [good for t, good in self.outcomes if now - t <= RECENT_S]
+            if recent and not any(recent):
+                causes.append(f"every pair in the last {RECENT_S:.0f} s was bad ({len(recent)}): {self.last_problem}")
+            latency = float(np.median(self.latencies)) if self.latencies else 0.0
+            stall = max(STALL_S, 2.0 * latency)
+            if self.unfused_since is not None and now - self.unfused_since > stall and recent and any(recent):
+                reason = ""
+                if self.last_failure is not None and now - self.last_failure[0] <= RECENT_S:
+                    reason = f": fusion failed: {self.last_failure[1]}"
+                causes.append(f"pairs arrive but none fused for {now - self.unfused_since:.1f} s{reason}")
+            elif self.last_failure is not None and now - self.last_failure[0] <= RECENT_S:
+                causes.append(f"fusion failed: {self.last_failure[1]}")
+            counts = dict(self.counts)
+        if causes:
+            return DiagnosticStatus.WARN, "; ".join(causes)
+        return DiagnosticStatus.OK, f"{counts['fused']} fused, {counts['dropped_busy']} dropped, " \
+                                    f"{counts['bad_input']} bad"
+
     def _publish_diagnostics(self) -> None:
+        now = time.monotonic()
+        level, message = self.health(now)
         with self.lock:
             counts = dict(self.counts)
             latency = float(np.median(self.latencies)) if self.latencies else float("nan")
             p95 = float(np.percentile(self.latencies, 95)) if self.latencies else float("nan")
+            age = float(np.median(self.ages)) if self.ages else float("nan")
+            last_age = self.ages[-1] if self.ages else float("nan")
             skew = float(np.max(self.skews)) if self.skews else float("nan")
+            rates = {name: _rate(self.arrivals[name], now, self.started) for name in SOURCES}
         stats = self.sync.stats
         values = {**counts, "latency_median_ms": 1000 * latency, "latency_p95_ms": 1000 * p95,
-                  "pair_skew_max_ms": 1000 * skew, "ir_rate_hz": _rate(self.arrivals["ir"]),
-                  "visible_rate_hz": _rate(self.arrivals["visible"]),
+                  "age_median_ms": 1000 * age, "age_last_ms": 1000 * last_age,
+                  "pair_skew_max_ms": 1000 * skew, "ir_rate_hz": rates["ir"], "visible_rate_hz": rates["visible"],
                   "ir_received": stats.received[0], "visible_received": stats.received[1],
                   "ir_sync_dropped": sum(stats.dropped[0].values()),
-                  "visible_sync_dropped": sum(stats.dropped[1].values())}
-        level = DiagnosticStatus.OK if counts["failed"] == 0 else DiagnosticStatus.WARN
-        message = f"{counts['fused']} fused, {counts['dropped_busy']} dropped"
+                  "visible_sync_dropped": sum(stats.dropped[1].values()),
+                  "sync_flushed": stats.flushed, "sync_bound_violations": sum(stats.bound_violations)}
         self.pub_diag.publish(diagnostics(self, "fusion", level, message, values))
 
     def stop(self) -> None:
-        """Stop the worker thread (after the frame in progress)."""
+        """Cancel the frame in progress (between sampler steps), stop the worker; nothing is published after."""
+        self._stopping.set()
+        with self._publish_lock:
+            self._closed = True
         self.worker.stop()
+
+
+def scaled_camera_info(info: CameraInfo, width: int, height: int, header: Any) -> CameraInfo:
+    """A copy of info for an image of width × height with the given header: K and P scaled when the size
+    differs from the calibrated one (binning and ROI reset: they are folded into the scaled matrices)."""
+    out = CameraInfo()
+    out.header = header
+    out.width, out.height = int(width), int(height)
+    out.distortion_model = info.distortion_model
+    out.d = list(info.d)
+    out.r = info.r
+    k, p = np.array(info.k, np.float64), np.array(info.p, np.float64)
+    if info.width and info.height and (info.width, info.height) != (width, height):
+        sx, sy = width / info.width, height / info.height
+        k[[0, 1, 2]] *= sx
+        k[[4, 5]] *= sy
+        p[[0, 1, 2, 3]] *= sx
+        p[[5, 6, 7]] *= sy
+    out.k, out.p = k, p
+    return out
+
+
+def _size_problem(ir: tuple[int, int], vis: tuple[int, int]) -> str:
+    return (f"infrared {ir[0]}x{ir[1]} and visible {vis[0]}x{vis[1]} differ (set ir.homography to register "
+            "the cameras, or the resize parameter to fuse them anyway)")
+
+
+def _resize(img: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    h, w = size
+    shrink = h * w < img.shape[0] * img.shape[1]
+    return cv2.resize(img, (w, h), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
 
 
 def _qos_kwargs(profile: QoSProfile) -> dict[str, Any]:
     return {"history": profile.history, "depth": profile.depth, "reliability": profile.reliability,
             "durability": profile.durability}
+
+
+def _copy(profile: QoSProfile) -> QoSProfile:
+    return QoSProfile(**_qos_kwargs(profile))
 
 
 def _device(name: str):
@@ -263,10 +476,14 @@ def _stamp_s(msg: Any) -> float:
     return stamp.sec + stamp.nanosec * 1e-9
 
 
-def _rate(times: deque) -> float:
-    if len(times) < 2 or times[-1] == times[0]:
-        return 0.0
-    return (len(times) - 1) / (times[-1] - times[0])
+def _stamp_ns(header: Any) -> int:
+    return int(header.stamp.sec) * 1_000_000_000 + int(header.stamp.nanosec)
+
+
+def _rate(times: deque, now: float, started: float) -> float:
+    """Arrivals per second over the last RATE_WINDOW_S seconds up to now (0 for a camera that stopped)."""
+    window = min(RATE_WINDOW_S, max(now - started, 1e-3))
+    return sum(1 for t in times if now - t <= window) / window
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -26,7 +26,7 @@ def descriptor(spec: ParamSpec) -> ParameterDescriptor:
     """A ParameterDescriptor with the spec's description, choices, range and read-only flag."""
     text = spec.description + (f" ({', '.join(spec.choices)})" if spec.choices else "")
     desc = ParameterDescriptor(name=spec.name, description=text, read_only=spec.read_only)
-    if isinstance(spec.default, list):
+    if isinstance(spec.default, list) or spec.dynamic:
         desc.dynamic_typing = True  # e.g. class names (strings) or ids (integers)
     elif spec.low is not None and isinstance(spec.default, int) and not isinstance(spec.default, bool):
         desc.integer_range = [IntegerRange(from_value=int(spec.low), to_value=int(spec.high), step=1)]

@@ -9,9 +9,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from dig2dig_ros.core import config as core
+import numpy as np
 
-IR_NORMALIZATIONS = ("percentile", "fixed")
+from dig2dig_ros.core import config as core
+from dig2dig_ros.core import thermal
+from dig2dig_ros.core.registration import RegistrationError, parse_homography
+
+IR_NORMALIZATIONS = thermal.POLICIES
 REFERENCES = ("visible", "ir")
 TRANSPORTS = ("raw", "compressed")
 
@@ -27,6 +31,7 @@ class ParamSpec:
     low: float | None = None
     high: float | None = None
     read_only: bool = False
+    dynamic: bool = False  # any type: e.g. a list of 9 numbers or a file name
 
 
 NODE_PARAMS: list[ParamSpec] = [
@@ -41,24 +46,41 @@ NODE_PARAMS: list[ParamSpec] = [
     ParamSpec("sync.slop", 0.05, "largest stamp difference, in seconds, of a synchronised pair", low=0.0, high=10.0,
               read_only=True),
     ParamSpec("sync.allow_headerless", False, "pair messages without stamps by arrival time", read_only=True),
+    ParamSpec("sync.interval_bound", 0.5,
+              "emit a pair without waiting for the next frame when that frame cannot be closer: assume each "
+              "camera's next stamp is at least this fraction of its median frame interval away (0 = wait, "
+              "the strict C++ ApproximateTime rule)", low=0.0, high=1.0, read_only=True),
+    ParamSpec("sync.max_wait", 0.25,
+              "seconds a pair may wait for a better partner before it is emitted anyway (0 = never), e.g. "
+              "a single pair or the last before a camera stops", low=0.0, high=10.0, read_only=True),
     ParamSpec("qos.reliable_inputs", False, "subscribe reliable instead of sensor-data (best effort)",
               read_only=True),
     ParamSpec("qos.input_depth", 5, "subscription queue depth", low=1, high=100, read_only=True),
     ParamSpec("qos.output_depth", 2, "publisher queue depth (reliable)", low=1, high=100, read_only=True),
-    ParamSpec("ir.normalization", "percentile", "mono16 infrared to [0,1]: per-frame percentile stretch or fixed",
+    ParamSpec("ir.normalization", "percentile",
+              "16-bit or float (kelvin, °C) infrared to [0,1]: per-frame percentile stretch or fixed range",
               IR_NORMALIZATIONS),
-    ParamSpec("ir.range_low", 0.0, "fixed normalisation: counts mapped to 0", low=0.0, high=65535.0),
-    ParamSpec("ir.range_high", 65535.0, "fixed normalisation: counts mapped to 1", low=0.0, high=65535.0),
+    ParamSpec("ir.range_low", 0.0, "fixed normalisation: value mapped to 0 (counts, kelvin or °C); < range_high",
+              low=-100000.0, high=100000.0),
+    ParamSpec("ir.range_high", 65535.0, "fixed normalisation: value mapped to 1 (counts, kelvin or °C)",
+              low=-100000.0, high=100000.0),
     ParamSpec("ir.percentile_low", 1.0, "percentile stretch: lower percentile", low=0.0, high=100.0),
     ParamSpec("ir.percentile_high", 99.0, "percentile stretch: upper percentile", low=0.0, high=100.0),
+    ParamSpec("ir.homography", "",
+              "infrared → visible pixel homography: 9 numbers, row-major, or a file holding them; empty = the "
+              "cameras are aligned. The infrared frame is warped into the visible geometry; outside the "
+              "infrared view its weight is 0", dynamic=True),
     ParamSpec("overlay_source", "ir", "source whose DIG weight the overlay shows", REFERENCES),
     ParamSpec("log_every", 30, "one summary log line per this many fused frames", low=1, high=100000),
     ParamSpec("diagnostics_period", 1.0, "seconds between /diagnostics messages", low=0.1, high=60.0,
               read_only=True),
+    ParamSpec("torch_threads", 0, "CPU threads torch may use (0 = torch's default); leave cores to DDS",
+              low=0, high=256, read_only=True),
 ]
 
 FUSION_DESCRIPTIONS: dict[str, str] = {
-    "method": "dig (DIG weights), static (fixed 1/K weights), or a classical method: average, max, laplacian, gff",
+    "method": "dig (DIG weights), static (W = 1/K), ddfm (DDFM, W = 1/2), dig-blend (no sampling), or a classical "
+              "method: average, max, laplacian, gff",
     "resize": "inputs of different sizes: none (drop the pair with a warning), first, largest, smallest",
     "output_range": "fused luminance to 8 bits: clamp, or minmax (DDFM/CCF stretch)",
     "sampler.steps": "reverse diffusion steps (DIG-15 / DIG-25)",
@@ -71,20 +93,37 @@ FUSION_DESCRIPTIONS: dict[str, str] = {
     "dig.direction": "ahead: gain over the coming k steps; behind: gain since the last update",
     "dig.temperature": "softmax temperature in units of the mean gain difference between sources",
     "dig.pool_sigma": "Gaussian pooling sigma as a fraction of the long side",
-    "guidance.mode": "guidance energy: weighted",
-    "guidance.step_size": "relaxation toward the guidance target per step, (0, 1]",
+    "guidance.mode": "guidance step: weighted (proximal step on the guidance energy) or ddfm (DDFM's EM step)",
+    "guidance.data_sigma": "data uncertainty in [0,1] grey units: how long the sources outweigh the prior's estimate",
+    "guidance.noise_scale": "sigma_d is at least this times the sources' estimated noise sigma, per frame (0: off)",
     "guidance.grad_weight": "weight of the gradient term against the intensity term",
     "guidance.grad_target": "gradient target: maxabs (strongest weighted edge) or weighted (blend)",
+    "dig.refine_radius": "guided filter of the DIG weights by each source, radius in working-size pixels (0: off)",
+    "dig.refine_eps": "regulariser of that guided filter (sources in [-1,1])",
+    "video.enabled": "video mode: start each frame's sampler from the previous fused frame (SDEdit-style)",
+    "video.start_step": "sampler step a warm-started frame starts at (the steps before it are skipped)",
+    "video.max_change": "mean absolute change of the sources above which a frame runs in full",
+    "video.max_gap": "seconds between stamps above which a frame runs in full (0: no limit)",
+    "fullres.radius": "guided upsampling of the DIG weights: filter radius at the working size, pixels",
+    "fullres.eps": "guided upsampling regulariser",
+    "fullres.detail": "full-resolution detail weights: maxabs (stronger local detail wins, softly) or dig",
+    "fullres.sharpness": "maxabs detail: exponent on the local detail energy",
+    "fullres.saliency_sigma": "maxabs detail: Gaussian sigma of the local detail energy, input pixels",
+    "fullres.shrink": "noise shrinkage of the full-resolution detail, in units of the estimated noise sigma",
 }
 FUSION_RANGES: dict[str, tuple[float, float]] = {
     "sampler.steps": (2, 1000), "sampler.eta": (0.0, 1.0), "sampler.seed": (0, 2**31 - 1),
     "dig.interval": (1, 1000), "dig.temperature": (0.001, 1000.0), "dig.pool_sigma": (0.0, 1.0),
-    "guidance.step_size": (0.001, 1.0), "guidance.grad_weight": (0.0, 100.0),
+    "guidance.data_sigma": (0.0, 1.0), "guidance.noise_scale": (0.0, 100.0), "guidance.grad_weight": (0.0, 100.0),
+    "dig.refine_radius": (0, 256), "dig.refine_eps": (1e-8, 100.0), "video.start_step": (1, 1000),
+    "video.max_change": (0.0, 1.0), "video.max_gap": (0.0, 3600.0),
+    "fullres.radius": (1, 64), "fullres.eps": (1e-8, 10.0), "fullres.sharpness": (0.01, 10.0),
+    "fullres.saliency_sigma": (0.1, 50.0), "fullres.shrink": (0.0, 10.0),
 }
 FUSION_CHOICES: dict[str, tuple[str, ...]] = {
     "resize": core.RESIZE_POLICIES, "output_range": core.OUTPUT_RANGES, "dig.space": core.DIG_SPACES,
     "dig.distance": core.DIG_DISTANCES, "dig.direction": core.DIG_DIRECTIONS, "guidance.mode": core.GUIDANCE_MODES,
-    "guidance.grad_target": core.GRAD_TARGETS,
+    "guidance.grad_target": core.GRAD_TARGETS, "fullres.detail": core.DETAIL_MODES,
 }
 # Settings the node does not expose: the task is VIF; the working size is `working_size`.
 NOT_DECLARED = ("task", "max_side")
@@ -97,7 +136,9 @@ def fusion_params() -> list[ParamSpec]:
         if name in NOT_DECLARED:
             continue
         low, high = FUSION_RANGES.get(name, (None, None))
-        specs.append(ParamSpec(name, default, FUSION_DESCRIPTIONS[name], FUSION_CHOICES.get(name, ()), low, high))
+        # a setting added to the core without a description here is still declared, pointing at the core
+        description = FUSION_DESCRIPTIONS.get(name, f"fusion setting {name} (see dig2dig_ros/core/config.py)")
+        specs.append(ParamSpec(name, default, description, FUSION_CHOICES.get(name, ()), low, high))
     return specs
 
 
@@ -112,6 +153,37 @@ def fusion_config(values: dict[str, Any]) -> core.FusionConfig:
     overrides["task"] = "vif"
     overrides["max_side"] = int(values.get("working_size", 0))
     return core.with_overrides(core.FusionConfig(), overrides).validate()
+
+
+def thermal_settings(values: dict[str, Any]) -> thermal.ThermalSettings:
+    """The infrared normalisation from parameter values; raises ValueError naming the parameters."""
+    settings = thermal.ThermalSettings(values["ir.normalization"], float(values["ir.range_low"]),
+                                       float(values["ir.range_high"]), float(values["ir.percentile_low"]),
+                                       float(values["ir.percentile_high"]))
+    try:
+        return settings.validate()
+    except ValueError as exc:
+        raise ValueError(f"ir.*: {exc}") from None
+
+
+def check_values(values: dict[str, Any]) -> str | None:
+    """Why a complete set of values cannot work together (inverted ranges, a bad homography), or None."""
+    try:
+        thermal_settings(values)
+        if "ir.homography" in values:
+            homography(values)
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
+def homography(values: dict[str, Any]) -> np.ndarray | None:
+    """ir.homography as a 3x3 array, or None when empty; raises ValueError naming the parameter."""
+    value = values["ir.homography"]
+    try:
+        return parse_homography(value if isinstance(value, str) or value is None else list(value))
+    except RegistrationError as exc:
+        raise ValueError(f"ir.homography: {exc}") from None
 
 
 def check_value(spec: ParamSpec, value: Any) -> str | None:
