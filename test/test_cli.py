@@ -98,3 +98,84 @@ def test_console_script_exit_status_without_traceback(tmp_path):
                           capture_output=True, text=True, cwd=tmp_path, timeout=120)
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr and "no such file" in proc.stderr
+
+
+# -- infrared the way the node prepares it: thermal normalisation and registration ---------------------------
+
+SHIFT = np.array([[1.0, 0.0, 9.0], [0.0, 1.0, -6.0], [0.0, 0.0, 1.0]])  # aligned ir → misaligned ir
+
+
+def test_sixteen_bit_infrared_gets_the_nodes_normalisation(sample_pair, tmp_path):
+    from dig2dig_ros.core.thermal import prepare_infrared
+
+    ir8 = cv2.imread(str(sample_pair[0]), cv2.IMREAD_GRAYSCALE)
+    counts = (ir8.astype(np.uint16) * 4 + 21000)  # a narrow band of raw counts
+    cv2.imwrite(str(tmp_path / "ir16.png"), counts)
+    cv2.imwrite(str(tmp_path / "ir8.png"), np.rint(prepare_infrared(counts) * 255).astype(np.uint8))
+    outs = []
+    for name in ("ir16.png", "ir8.png"):
+        out = tmp_path / f"fused_{name}"
+        assert main(["fuse", str(tmp_path / name), str(sample_pair[1]), "-o", str(out), "--method", "average"]) == 0
+        outs.append(cv2.imread(str(out)).astype(int))
+    assert np.abs(outs[0] - outs[1]).max() <= 2  # the same frame, not counts / 65535 (nearly black)
+    assert outs[0].mean() > 40
+
+
+def test_ir_homography_registers_a_misaligned_pair(sample_pair, tmp_path):
+    ir = cv2.imread(str(sample_pair[0]), cv2.IMREAD_GRAYSCALE)
+    misaligned = cv2.warpPerspective(ir, SHIFT, (ir.shape[1], ir.shape[0]), borderMode=cv2.BORDER_REPLICATE)
+    cv2.imwrite(str(tmp_path / "mis.png"), misaligned)
+    h = np.linalg.inv(SHIFT)
+    (tmp_path / "H.txt").write_text("\n".join(" ".join(f"{v:.6f}" for v in row) for row in h))
+    common = ["--method", "average"]
+    aligned, plain, registered, from_file = (tmp_path / f"{n}.png" for n in ("a", "p", "r", "f"))
+    assert main(["fuse", str(sample_pair[0]), str(sample_pair[1]), "-o", str(aligned), *common]) == 0
+    assert main(["fuse", str(tmp_path / "mis.png"), str(sample_pair[1]), "-o", str(plain), *common]) == 0
+    numbers = ",".join(f"{v:.6f}" for v in h.reshape(-1))
+    assert main(["fuse", str(tmp_path / "mis.png"), str(sample_pair[1]), "-o", str(registered), *common,
+                 "--ir-homography", numbers]) == 0
+    assert main(["fuse", str(tmp_path / "mis.png"), str(sample_pair[1]), "-o", str(from_file), *common,
+                 "--ir-homography", str(tmp_path / "H.txt")]) == 0
+    a, p, r, f = (cv2.imread(str(x)).astype(float) for x in (aligned, plain, registered, from_file))
+    inner = (slice(16, -16), slice(16, -16))
+    assert np.abs(r[inner] - a[inner]).mean() < 1.0 < np.abs(p[inner] - a[inner]).mean()
+    assert np.array_equal(r, f)
+
+
+def test_fuse_dir_takes_the_homography_too(sample_pair, tmp_path):
+    data = tmp_path / "pairs"
+    for sub, src in (("ir", sample_pair[0]), ("vis", sample_pair[1])):
+        (data / sub).mkdir(parents=True)
+        (data / sub / "a.png").symlink_to(src)
+    out = tmp_path / "out"
+    assert main(["fuse-dir", "--data", str(data), "--out", str(out), "--method", "average",
+                 "--ir-homography", "1,0,0,0,1,0,0,0,1"]) == 0
+    assert cv2.imread(str(out / "a.png")).shape == (256, 320, 3)
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--ir-homography", "1,2,3"], "9 numbers"),
+    (["--ir-homography", "/nonexistent/H.txt"], "does not exist"),
+    (["--ir-normalization", "fixed", "--ir-range", "300,200"], "range_low < range_high"),
+    (["--ir-percentiles", "99,1"], "percentile_low < percentile_high"),
+    (["--task", "mef", "--ir-homography", "1,0,0,0,1,0,0,0,1"], "--task vif"),
+])
+def test_bad_infrared_options_give_one_error_line(args, message, sample_pair, tmp_path, capsys):
+    ir, vis = sample_pair
+    assert main(["fuse", str(ir), str(vis), "-o", str(tmp_path / "o.png"), "--method", "average", *args]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("dig2dig: error:") and message in err[0]
+
+
+def test_calibrate_prints_the_homography_the_options_take(tmp_path, capsys):
+    h_true = np.array([[1.02, 0.01, 14.0], [-0.02, 0.97, -9.0], [1e-5, 2e-5, 1.0]])
+    ir_pts = np.array([[20, 30], [600, 25], [610, 480], [30, 470], [320, 240]], np.float64)
+    vis_pts = cv2.perspectiveTransform(ir_pts.reshape(-1, 1, 2), h_true).reshape(-1, 2)
+    lines = ["# x_ir y_ir x_vis y_vis"] + [f"{a} {b} {c} {d}" for (a, b), (c, d) in zip(ir_pts, vis_pts, strict=True)]
+    (tmp_path / "points.txt").write_text("\n".join(lines) + "\n")
+    assert main(["calibrate", str(tmp_path / "points.txt"), "-o", str(tmp_path / "H.txt")]) == 0
+    from dig2dig_ros.core.registration import parse_homography
+
+    printed = capsys.readouterr().out.strip().splitlines()[-1]
+    assert np.allclose(parse_homography(printed), h_true, atol=1e-5)
+    assert np.allclose(parse_homography(str(tmp_path / "H.txt")), h_true, atol=1e-5)

@@ -2,7 +2,9 @@
 
     dig2dig fuse SRC1 SRC2 [SRC...] -o OUT.png [--task vif|mef|mff] [--method dig|static|...] [--steps N]
                  [--prior NAME] [--max-side N] [--seed S] [--weights-dir DIR] [--device D] [--resize POLICY]
+                 [--ir-homography H] [--ir-normalization percentile|fixed] [--ir-range LOW,HIGH]
     dig2dig fuse-dir --data DIR --out DIR [same options]      # DIR/{ir,vis}/<stem>.* pairs
+    dig2dig calibrate POINTS.txt [-o H.txt]                   # H from >= 4 'x_ir y_ir x_vis y_vis' lines
     dig2dig prior-eval --images DIR [--prior NAME] [--t 100,300,500,700]
     dig2dig demo [--out DIR]                                  # fuses the shipped synthetic sample
     dig2dig eval --data DIR [--method NAME ...] [--fused DIR] [--out report.md]   # metrics table
@@ -22,9 +24,16 @@ import cv2
 import numpy as np
 
 from dig2dig_ros.commands import prior_eval as prior_eval_cmd
-from dig2dig_ros.commands.options import USER_ERRORS, add_fusion_options, build_fuser
+from dig2dig_ros.commands.options import (
+    USER_ERRORS,
+    add_fusion_options,
+    add_infrared_options,
+    build_fuser,
+    prepare_sources,
+)
 from dig2dig_ros.core import imaging
-from dig2dig_ros.core.fusion import FusionError, FusionResult
+from dig2dig_ros.core.fusion import Fuser, FusionError, FusionResult
+from dig2dig_ros.core.registration import estimate_homography, format_homography
 
 
 def write_image(path: Path, img: np.ndarray) -> None:
@@ -50,13 +59,19 @@ def cmd_fuse(args: argparse.Namespace) -> int:
     if len(args.sources) < 2:
         raise FusionError(f"need at least two source images, got {len(args.sources)}")
     images = [imaging.read_image(p) for p in args.sources]
-    result = build_fuser(args)(images)
+    result = fuse_sources(build_fuser(args), args, images)
     write_image(Path(args.output), result.fused)
     print(f"wrote {args.output} ({result.fused.shape[1]}x{result.fused.shape[0]}, {result.seconds:.2f} s)")
     if args.weights_dir:
         for path in write_weights(Path(args.weights_dir), result):
             print(f"wrote {path}")
     return 0
+
+
+def fuse_sources(fuser: Fuser, args: argparse.Namespace, images: list[np.ndarray]) -> FusionResult:
+    """Normalise and register the infrared source as the node does, then fuse."""
+    images, valid = prepare_sources(args, images)
+    return fuser(images, valid=valid)
 
 
 def find_pairs(data: Path) -> list[tuple[str, Path, Path]]:
@@ -81,7 +96,7 @@ def cmd_fuse_dir(args: argparse.Namespace) -> int:
     fuser = build_fuser(args)
     out = Path(args.out)
     for stem, ir_path, vis_path in tqdm(pairs, desc="fusing", unit="pair"):
-        result = fuser([imaging.read_image(ir_path), imaging.read_image(vis_path)])
+        result = fuse_sources(fuser, args, [imaging.read_image(ir_path), imaging.read_image(vis_path)])
         write_image(out / f"{stem}.png", result.fused)
     print(f"wrote {len(pairs)} fused images to {out}")
     return 0
@@ -109,6 +124,27 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    """H (infrared → visible) from point pairs: one `x_ir y_ir x_vis y_vis` per line, at least four."""
+    rows = []
+    for number, line in enumerate(Path(args.points).read_text().splitlines(), start=1):
+        fields = line.split("#", 1)[0].replace(",", " ").split()
+        if not fields:
+            continue
+        if len(fields) != 4:
+            raise ValueError(f"{args.points}:{number}: expected 'x_ir y_ir x_vis y_vis', got {line.strip()!r}")
+        rows.append([float(f) for f in fields])
+    points = np.asarray(rows, np.float64).reshape(-1, 4)
+    h, rms = estimate_homography(points[:, :2], points[:, 2:])
+    text = format_homography(h)
+    if args.output:
+        Path(args.output).write_text(text + "\n")
+        print(f"wrote {args.output}")
+    print(text)
+    print(f"{len(points)} point pairs, RMS reprojection error {rms:.2f} px (visible)", file=sys.stderr)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dig2dig", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -118,13 +154,20 @@ def build_parser() -> argparse.ArgumentParser:
     fuse.add_argument("-o", "--output", required=True, help="fused image path")
     fuse.add_argument("--weights-dir", help="also write the final DIG weights as DIR/weight_<k>.png")
     add_fusion_options(fuse)
+    add_infrared_options(fuse)
     fuse.set_defaults(func=cmd_fuse)
 
     fuse_dir = sub.add_parser("fuse-dir", help="fuse every DIR/ir, DIR/vis pair")
     fuse_dir.add_argument("--data", required=True)
     fuse_dir.add_argument("--out", required=True)
     add_fusion_options(fuse_dir)
+    add_infrared_options(fuse_dir)
     fuse_dir.set_defaults(func=cmd_fuse_dir)
+
+    calibrate = sub.add_parser("calibrate", help="infrared → visible homography from point pairs (>= 4)")
+    calibrate.add_argument("points", help="text file: one 'x_ir y_ir x_vis y_vis' per line")
+    calibrate.add_argument("-o", "--output", help="also write H (9 numbers) to this file, for --ir-homography")
+    calibrate.set_defaults(func=cmd_calibrate)
 
     prior_eval = sub.add_parser("prior-eval", help="PSNR of a prior's x0 estimate at several noise levels")
     prior_eval_cmd.build_parser(prior_eval)

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import argparse
 
+import numpy as np
+
 from dig2dig_ros.core import imaging
 from dig2dig_ros.core.config import RESIZE_POLICIES, TASKS, FusionConfig, with_overrides
 from dig2dig_ros.core.fusion import Fuser, FusionError
 from dig2dig_ros.core.priors import PriorError
+from dig2dig_ros.core.registration import parse_homography, register_pair
 from dig2dig_ros.core.sampler import SamplerError
+from dig2dig_ros.core.thermal import POLICIES, ThermalSettings, prepare_infrared
 
 DEFAULT_PRIOR = "bundled"
 # What a command reports as one error line and exit status 2.
@@ -44,3 +48,43 @@ def build_fuser(args: argparse.Namespace) -> Fuser:
         overrides[name.strip()] = value.strip()
     config = with_overrides(FusionConfig(), overrides)
     return Fuser(config, prior=args.prior, device=args.device)
+
+
+def add_infrared_options(parser: argparse.ArgumentParser) -> None:
+    """VIF: how the infrared source (SRC1) is normalised and registered, as the node does it."""
+    parser.add_argument("--ir-homography", metavar="H",
+                        help="infrared → visible pixel homography: 9 comma-separated numbers (row-major) or a "
+                             "file holding them; the infrared image is warped into the visible one's geometry")
+    parser.add_argument("--ir-normalization", choices=POLICIES, default="percentile",
+                        help="16-bit / float infrared to [0,1] (8-bit passes unchanged)")
+    parser.add_argument("--ir-range", default="0,65535", metavar="LOW,HIGH",
+                        help="fixed normalisation range, in counts, kelvin or °C")
+    parser.add_argument("--ir-percentiles", default="1,99", metavar="LOW,HIGH", help="percentile stretch")
+
+
+def prepare_sources(args: argparse.Namespace, images: list[np.ndarray]) -> tuple[list, list | None]:
+    """VIF sources as the node prepares them: the infrared one normalised (core.thermal) and registered into the
+    visible geometry (--ir-homography); returns the images and the validity masks (None when unregistered)."""
+    h = parse_homography(args.ir_homography)
+    if args.task != "vif":
+        if h is not None:
+            raise ValueError("--ir-homography needs --task vif (SRC1 infrared, SRC2 visible)")
+        return images, None
+    low, high = _pair(args.ir_range, "--ir-range")
+    p_low, p_high = _pair(args.ir_percentiles, "--ir-percentiles")
+    thermal = ThermalSettings(args.ir_normalization, low, high, p_low, p_high).validate()
+    images = [prepare_infrared(images[0], thermal), *images[1:]]
+    if h is None:
+        return images, None
+    if len(images) != 2:
+        raise ValueError(f"--ir-homography registers one infrared and one visible image, got {len(images)}")
+    ir, vis, valid = register_pair(images[0], images[1], h, "visible")
+    return [ir, vis], valid
+
+
+def _pair(text: str, option: str) -> tuple[float, float]:
+    try:
+        low, high = (float(v) for v in str(text).split(","))
+    except ValueError:
+        raise ValueError(f"{option} expects LOW,HIGH, got {text!r}") from None
+    return low, high
