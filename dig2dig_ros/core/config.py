@@ -40,6 +40,8 @@ class DigConfig:
     direction: str = "ahead"  # ahead: gain over the coming k steps | behind: gain since the last update
     temperature: float = 1.0  # softmax temperature, in units of the mean gain difference between sources
     pool_sigma: float = 1 / 32  # Gaussian pooling σ as a fraction of the image's long side
+    refine_radius: int = 8  # guided filter (by each source) of the weights, radius in working-size pixels (0: off)
+    refine_eps: float = 0.01  # its regulariser, on sources in [−1,1]
 
 
 @dataclass
@@ -66,6 +68,16 @@ class FullResConfig:
 
 
 @dataclass
+class VideoConfig:
+    """Video mode (video.py): warm-start each frame's sampler from the previous fused frame."""
+
+    enabled: bool = True  # off: every frame from noise
+    start_step: int = 10  # the sampler step a warm frame starts at (of sampler.steps; DIG-15: 5 steps remain)
+    max_change: float = 0.08  # mean absolute change of the sources ([0,1]) above which a frame runs in full
+    max_gap: float = 1.0  # seconds between stamps above which a frame runs in full (0: no limit)
+
+
+@dataclass
 class FusionConfig:
     """One fusion job: method, task, image handling and the three groups above."""
 
@@ -78,6 +90,7 @@ class FusionConfig:
     dig: DigConfig = field(default_factory=DigConfig)
     guidance: GuidanceConfig = field(default_factory=GuidanceConfig)
     fullres: FullResConfig = field(default_factory=FullResConfig)
+    video: VideoConfig = field(default_factory=VideoConfig)
 
     def validate(self) -> FusionConfig:
         """Raise ValueError naming the first bad setting; return self."""
@@ -100,6 +113,10 @@ class FusionConfig:
         if not 0 <= self.guidance.data_sigma <= 1:
             raise ValueError(f"guidance.data_sigma must be in [0, 1], got {self.guidance.data_sigma}")
         _choice("fullres.detail", self.fullres.detail, DETAIL_MODES)
+        if self.video.start_step < 1 or self.video.max_change < 0 or self.video.max_gap < 0:
+            raise ValueError("video.start_step must be at least 1, video.max_change and video.max_gap >= 0")
+        if self.dig.refine_radius < 0 or self.dig.refine_eps <= 0:
+            raise ValueError("dig.refine_radius must be >= 0 and dig.refine_eps positive")
         if self.fullres.radius < 1 or self.fullres.eps <= 0:
             raise ValueError("fullres.radius must be at least 1 and fullres.eps positive")
         if self.fullres.sharpness <= 0 or self.fullres.saliency_sigma <= 0 or self.fullres.shrink < 0:
@@ -147,7 +164,8 @@ def with_overrides(config: FusionConfig, overrides: dict[str, Any]) -> FusionCon
 def from_dict(data: dict[str, Any]) -> FusionConfig:
     """FusionConfig from a nested dict (as written by asdict or a YAML file)."""
     data = dict(data)
-    groups = {"sampler": SamplerConfig, "dig": DigConfig, "guidance": GuidanceConfig, "fullres": FullResConfig}
+    groups = {"sampler": SamplerConfig, "dig": DigConfig, "guidance": GuidanceConfig, "fullres": FullResConfig,
+              "video": VideoConfig}
     for name, cls in groups.items():
         data[name] = cls(**data.get(name, {}))
     return FusionConfig(**data)

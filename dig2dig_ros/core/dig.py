@@ -195,7 +195,10 @@ class DigWeighting:
         return self._set(i, t, gain)
 
     def _set(self, i: int, t: int, gain: torch.Tensor) -> torch.Tensor:
-        self.weights = self._masked(weights_from_gain(gain, self.config.temperature))
+        weights = weights_from_gain(gain, self.config.temperature)
+        if self.config.refine_radius > 0:
+            weights = refine_weights(weights, self.sources, self.config.refine_radius, self.config.refine_eps)
+        self.weights = self._masked(weights)
         self.cumulative = self.cumulative + gain
         self.history.append(DigRecord(step=i, timestep=t, gain=gain, weights=self.weights))
         return self.weights
@@ -211,6 +214,26 @@ class DigWeighting:
     def structure_distance(self, x0: torch.Tensor) -> torch.Tensor:
         """D capped at the local-mean baseline, so a gain measures structure, not distance to the prior's mean."""
         return torch.minimum(self.pooled_distance(x0), self.baseline)
+
+
+def box_mean(x: torch.Tensor, radius: int) -> torch.Tensor:
+    """Mean over (2r+1)² windows of x (B,C,H,W), averaging only the pixels inside the image at the borders."""
+    return F.avg_pool2d(x, 2 * radius + 1, stride=1, padding=radius, count_include_pad=False)
+
+
+def refine_weights(weights: torch.Tensor, guides: torch.Tensor, radius: int, eps: float) -> torch.Tensor:
+    """Weights (K,1,H,W) guided-filtered by their own sources (K,1,H,W) (He et al. 2013, as in GFF), so they follow
+    the sources' edges instead of the pooling window; clipped to [0,1] and renormalised to sum to 1."""
+    radius = min(radius, (min(weights.shape[-2:]) - 1) // 2)
+    if radius < 1:
+        return weights
+    mean_i, mean_p = box_mean(guides, radius), box_mean(weights, radius)
+    var = box_mean(guides * guides, radius) - mean_i**2
+    a = (box_mean(guides * weights, radius) - mean_i * mean_p) / (var + eps)
+    b = mean_p - a * mean_i
+    q = (box_mean(a, radius) * guides + box_mean(b, radius)).clamp(0, 1)
+    total = q.sum(0, keepdim=True)
+    return torch.where(total > 1e-6, q / total.clamp_min(1e-6), torch.full_like(q, 1.0 / len(q)))
 
 
 def mask_weights(weights: torch.Tensor, valid: torch.Tensor | None) -> torch.Tensor:

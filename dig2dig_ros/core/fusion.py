@@ -108,7 +108,14 @@ class Fuser:
         steps (FusionCancelled). ``warm`` starts the sampler part-way from a previous frame's sample.
         """
         start = time.perf_counter()
-        prep = self.prepare(images, valid)
+        result = self.fuse_prepared(self.prepare(images, valid), should_stop, warm)
+        result.seconds = time.perf_counter() - start
+        return result
+
+    def fuse_prepared(self, prep: Prepared, should_stop: Callable[[], bool] | None = None,
+                      warm: WarmStart | None = None) -> FusionResult:
+        """Fuse sources already prepared by :meth:`prepare`: fusion at the working size, then the input size."""
+        start = time.perf_counter()
         if self.prior is None:  # classical methods run at the input size
             result = FusionResult(fused=np.empty(0), luminance=np.empty(0), weights=None)
             y = self._classical(prep.sources)

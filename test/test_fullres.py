@@ -1,0 +1,111 @@
+"""The full-resolution step: weights along the sources' edges, detail from the sources, noise shrinkage."""
+
+import cv2
+import numpy as np
+
+from dig2dig_ros.core.config import FusionConfig, with_overrides
+from dig2dig_ros.core.fullres import FullResParams, noise_sigma, reconstruct, shrink, upsample_weights
+from dig2dig_ros.core.fusion import Fuser
+from dig2dig_ros.core.priors.wiener import WienerPrior
+
+
+def _scene(h=128, w=160, seed=0):
+    """A hot square in a dark infrared frame and a textured visible frame, (2,H,W) float32 in [0,1]."""
+    rng = np.random.default_rng(seed)
+    ir = np.full((h, w), 0.1, np.float32)
+    ir[40:88, 60:100] = 0.9
+    vis = cv2.GaussianBlur(rng.random((h, w)).astype(np.float32), (0, 0), 1.5) * 0.6 + 0.2
+    return np.stack([ir, vis])
+
+
+def test_upsampled_weights_stay_a_partition_of_unity_where_cubic_resizing_overshoots():
+    sources = _scene()
+    small = np.stack([cv2.resize(c, (40, 32), interpolation=cv2.INTER_AREA) for c in sources])
+    w0 = (small[0] > 0.5).astype(np.float32) * 0.9 + 0.05  # a sharp weight map at the working size
+    weights = np.stack([w0, 1 - w0])
+    cubic = cv2.resize(w0, (160, 128), interpolation=cv2.INTER_CUBIC)
+    assert cubic.min() < 0 or cubic.max() > 1  # what the old resize did
+    up = upsample_weights(weights, small, sources, FullResParams())
+    assert up.shape == (2, 128, 160)
+    assert up.min() >= 0 and up.max() <= 1
+    np.testing.assert_allclose(up.sum(0), 1, atol=1e-5)
+
+
+def test_weights_follow_the_sources_edges_so_a_hot_target_has_no_halo():
+    sources = (_scene() * 255).astype(np.uint8)
+    ring = np.zeros((128, 160), bool)
+    ring[34:94, 54:106] = True
+    ring[40:88, 60:100] = False  # a 6-pixel ring just outside the hot square
+    inside = {}
+    for radius in (0, 8):  # without and with the guided refinement of the DIG weights at the working size
+        fuser = Fuser(with_overrides(FusionConfig(), {"max_side": 80, "sampler.steps": 4, "dig.interval": 2,
+                                                      "dig.refine_radius": radius}), prior=WienerPrior(), device="cpu")
+        out = fuser(list(sources))
+        inside[radius] = (out.weights[0][ring].mean(), out.weights[0][44:84, 64:96].mean())
+    assert inside[8][0] < 0.75 * inside[0][0]  # less infrared weight around the target ...
+    assert inside[8][1] > inside[8][0] + 0.1  # ... while the target itself keeps it
+
+
+def test_reconstruction_carries_the_input_resolution_detail():
+    sources = _scene()
+    small = np.stack([cv2.resize(c, (40, 32), interpolation=cv2.INTER_AREA) for c in sources])
+    weights = np.full((2, 32, 40), 0.5, np.float32)
+    fused_small = small.mean(0)
+    fused, up = reconstruct(fused_small, weights, sources, FullResParams())
+    naive = cv2.resize(fused_small, (160, 128), interpolation=cv2.INTER_LINEAR)
+
+    def edge_energy(x):
+        return float(np.abs(cv2.Laplacian(x, cv2.CV_32F)).mean())
+
+    assert fused.shape == (128, 160) and up.shape == (2, 128, 160)
+    assert edge_energy(fused) > 2 * edge_energy(naive)
+    assert edge_energy(fused) > 0.7 * max(edge_energy(s) for s in sources)
+
+
+def test_noise_shrinkage_removes_noise_and_leaves_clean_detail_alone():
+    sources = _scene()
+    assert noise_sigma(sources[1]) < 0.01
+    rng = np.random.default_rng(1)
+    noisy = sources[1] + rng.normal(0, 5 / 255, sources[1].shape).astype(np.float32)
+    assert abs(noise_sigma(noisy) - 5 / 255) < 0.006  # Donoho's estimate finds the added noise
+    detail = noisy - cv2.GaussianBlur(noisy, (0, 0), 2.0)
+    clean_detail = sources[1] - cv2.GaussianBlur(sources[1], (0, 0), 2.0)
+    shrunk = shrink(detail, 2 * noise_sigma(noisy))
+    assert np.abs(shrunk - clean_detail).mean() < np.abs(detail - clean_detail).mean()
+    big = np.array([1.0, -1.0], np.float32)
+    np.testing.assert_allclose(shrink(big, 0.01), big, rtol=1e-3)  # strong edges keep their size
+
+
+def test_fuser_output_has_the_input_size_at_any_working_size():
+    rng = np.random.default_rng(3)
+    ir = (rng.random((100, 150)) * 255).astype(np.uint8)
+    vis = (rng.random((100, 150, 3)) * 255).astype(np.uint8)
+    fuser = Fuser(with_overrides(FusionConfig(), {"max_side": 48, "sampler.steps": 4}), prior=WienerPrior(),
+                  device="cpu")
+    out = fuser([ir, vis])
+    assert out.fused.shape == (100, 150, 3) and out.weights.shape == (2, 100, 150)
+    assert out.weights.min() >= 0 and out.weights.max() <= 1
+    np.testing.assert_allclose(out.weights.sum(0), 1, atol=1e-5)
+    assert out.cumulative_dig.shape[-1] == 48  # DIG itself ran at the working size
+
+
+def test_vif_colour_comes_from_the_visible_even_when_the_thermal_frame_is_a_false_colour_palette():
+    rng = np.random.default_rng(4)
+    ir = cv2.applyColorMap((rng.random((40, 48)) * 255).astype(np.uint8), cv2.COLORMAP_JET)  # bgr8 palette
+    vis = np.dstack([np.full((40, 48), v, np.uint8) for v in (200, 100, 50)])  # one flat colour
+    out = Fuser(with_overrides(FusionConfig(), {"method": "average"}), device="cpu")([ir, vis])
+    hue = cv2.cvtColor(out.fused, cv2.COLOR_BGR2HSV)[..., 0]
+    assert np.ptp(hue[hue > 0]) <= 2  # the palette's rainbow does not leak into the fused colour
+
+
+def test_invalid_pixels_of_a_source_get_weight_zero():
+    sources = (_scene() * 255).astype(np.uint8)
+    valid = np.ones((128, 160), np.uint8)
+    valid[:, :50] = 0  # the infrared camera does not see the left part
+    fuser = Fuser(with_overrides(FusionConfig(), {"max_side": 64, "sampler.steps": 4}), prior=WienerPrior(),
+                  device="cpu")
+    out = fuser([sources[0], sources[1]], valid=[valid, None])
+    assert out.weights[0][:, :50].max() == 0
+    np.testing.assert_allclose(out.weights.sum(0), 1, atol=1e-5)
+    left = out.luminance[:, :40] * 255
+    assert np.abs(left - sources[1][:, :40]).mean() < 6  # the visible fills in, no black infrared fused in
