@@ -10,7 +10,7 @@ dig2dig_ros.core from the checkout and checks that no rclpy came with it). Witho
 
 Rows, per input size (HxW of a synthetic moving night street, a new frame each call) and working size
 (--max-side, 0 = the input size): DIG-15 and DIG-25 per frame, and video mode when dig2dig_ros.core.video
-provides VideoFuser(config, prior, device)(images, stamp) (its first frame, a full run, is the warm-up; the
+provides VideoFuser(Fuser(config, prior, device))(images, stamp) (its first frame, a full run, is the warm-up; the
 timed frames follow it at 30 fps stamps). Each row in float32 (PyTorch's defaults: TF32 convolutions as
 printed) and with only the prior's forward under torch.autocast in fp16 and bf16 (the sampler, DIG and
 guidance stay float32). ms/frame is the median of --repeats frames after one warm-up frame, wall clock
@@ -93,8 +93,8 @@ def video_fuser_class() -> type | None:
 def make_call(mode: str, config: FusionConfig, prior: Prior, device: str) -> Callable[[list, float], object]:
     """A per-frame callable (images, stamp) → FusionResult for mode 'frame' (Fuser) or 'video' (VideoFuser)."""
     if mode == "video":
-        fuser = video_fuser_class()(config, prior, device)
-        return lambda images, stamp: fuser(images, stamp)
+        video = video_fuser_class()(Fuser(config, prior=prior, device=device))
+        return lambda images, stamp: video(images, stamp)
     fuser = Fuser(config, prior=prior, device=device)
     return lambda images, stamp: fuser(images)
 

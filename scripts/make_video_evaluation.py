@@ -13,7 +13,7 @@ seconds per frame (mean, first frame included), the flicker ratio and the fused 
 mean Qabf and SSIM (dig2dig_ros/core/metrics.py, infrared = A, visible = B).
 
 Methods are rows of METHODS (name → factory); add one there. The "dig-video" row appears when
-dig2dig_ros.core.video provides VideoFuser(config, prior, device)(images, stamp) -> FusionResult.
+dig2dig_ros.core.video provides VideoFuser(Fuser(...))(images, stamp) -> FusionResult.
 """
 
 from __future__ import annotations
@@ -68,11 +68,11 @@ def _per_frame(method: str) -> Callable[[Setup], FrameFn]:
 
 
 def _video_mode(setup: Setup) -> FrameFn:
-    """The lead's video (warm-start) mode: VideoFuser(config, prior, device)(images, stamp)."""
+    """Video (warm-start) mode: VideoFuser(Fuser(config, prior, device))(images, stamp), fresh per sequence."""
     from dig2dig_ros.core.video import VideoFuser  # absent: the row is skipped (see video_mode_available)
 
     config = with_overrides(FusionConfig(), {"method": "dig", "max_side": setup.max_side})
-    fuser = VideoFuser(config, setup.prior, setup.device)
+    fuser = VideoFuser(Fuser(config, prior=setup.prior, device=setup.device))
     return lambda images, stamp: fuser(images, stamp).fused
 
 
@@ -90,7 +90,7 @@ def video_mode_available() -> bool:
 # name → (factory, what the row is). Order is the table's order.
 METHODS: dict[str, tuple[Callable[[Setup], FrameFn], str]] = {
     "dig": (_per_frame("dig"), "DIG, each frame from noise (default config)"),
-    "dig-video": (_video_mode, "DIG video mode: warm start from the previous fused frame"),
+    "dig-video": (_video_mode, "DIG video mode: warm start from the previous fused frame (video.* defaults)"),
     "static": (_per_frame("static"), "same sampler, fixed weights 1/K"),
     "average": (_per_frame("average"), "pixel average"),
     "gff": (_per_frame("gff"), "guided-filter fusion (classical)"),
