@@ -10,11 +10,12 @@ dig2dig_ros.core from the checkout and checks that no rclpy came with it). Witho
 
 Rows, per input size (HxW of a synthetic moving night street, a new frame each call) and working size
 (--max-side, 0 = the input size): DIG-15 and DIG-25 per frame, and video mode when dig2dig_ros.core.video
-provides VideoFuser(Fuser(config, prior, device))(images, stamp) (its first frame, a full run, is the warm-up; the
-timed frames follow it at 30 fps stamps). Each row in float32 (PyTorch's defaults: TF32 convolutions as
-printed) and with only the prior's forward under torch.autocast in fp16 and bf16 (the sampler, DIG and
-guidance stay float32). ms/frame is the median of --repeats frames after one warm-up frame, wall clock
-around the public call `fuser(images)`, which returns NumPy arrays (so the GPU work is done).
+provides VideoFuser(Fuser(config, prior, device))(images, stamp) (its first frame, a full run, is the
+warm-up; the timed frames follow it at 30 fps stamps; the row says how many were warm-started). Each row in
+float32 (PyTorch's defaults: TF32 convolutions as printed) and with only the prior's forward under
+torch.autocast in fp16 and bf16 (the sampler, DIG and guidance stay float32). ms/frame is the median of
+--repeats frames after one warm-up frame, wall clock around the public call, which returns NumPy arrays (so
+the GPU work is done).
 
 Check: a low-precision row passes when its fused luminance, over the timed frames, differs from the float32
 row's (same frames, same seed) by at most MAX_MEAN_DIFF grey levels (of 255) on average and MAX_P99_DIFF at
@@ -90,11 +91,22 @@ def video_fuser_class() -> type | None:
     return VideoFuser
 
 
+class VideoCall:
+    """Calls a VideoFuser and keeps each frame's reason for a full run ("warm" when it was warm-started)."""
+
+    def __init__(self, video: object) -> None:
+        self.video, self.reasons = video, []
+
+    def __call__(self, images: list[np.ndarray], stamp: float) -> object:
+        result = self.video(images, stamp)
+        self.reasons.append(getattr(self.video, "last_reason", "?"))
+        return result
+
+
 def make_call(mode: str, config: FusionConfig, prior: Prior, device: str) -> Callable[[list, float], object]:
     """A per-frame callable (images, stamp) → FusionResult for mode 'frame' (Fuser) or 'video' (VideoFuser)."""
     if mode == "video":
-        video = video_fuser_class()(Fuser(config, prior=prior, device=device))
-        return lambda images, stamp: video(images, stamp)
+        return VideoCall(video_fuser_class()(Fuser(config, prior=prior, device=device)))
     fuser = Fuser(config, prior=prior, device=device)
     return lambda images, stamp: fuser(images)
 
@@ -200,10 +212,13 @@ def main(argv: list[str] | None = None) -> int:
             for mode, steps in modes:
                 config = FusionConfig()
                 config.max_side, config.sampler.steps = max_side, steps
-                label = f"DIG-{steps}" if mode == "frame" else f"video (DIG-{steps} first frame)"
+                label = f"DIG-{steps}"
                 reference: Measured | None = None
                 for prec in precisions:
-                    got = measure(make_call(mode, config, priors[prec], args.device), frames, device)
+                    call = make_call(mode, config, priors[prec], args.device)
+                    got = measure(call, frames, device)
+                    if isinstance(call, VideoCall):  # the timed frames: all but the first
+                        label = f"video DIG-{steps}, {call.reasons[1:].count('warm')}/{len(call.reasons) - 1} warm"
                     ms = statistics.median(got.ms)
                     if prec == "fp32":
                         reference, diff, verdict = got, "", ""
