@@ -375,6 +375,9 @@ def test_qos_overrides_and_torch_threads(rig):
         (vis,) = r.fusion.get_subscriptions_info_by_topic("/visible/image")
         assert vis.qos_profile.reliability == ReliabilityPolicy.BEST_EFFORT  # the sensor-data default
         assert r.fusion.pub_fused.qos_profile.depth == 7
+        before = r.fusion.setup  # parameters that are not the node's own do not rebuild the fuser
+        assert r.fusion.set_parameters([Parameter("use_sim_time", value=False)])[0].successful
+        assert r.fusion.setup is before
     finally:
         torch.set_num_threads(threads)
 

@@ -169,6 +169,8 @@ class FusionNode(Node):
         return {name: self.get_parameter(name).value for name in self.specs}
 
     def _on_set(self, params: list) -> SetParametersResult:
+        if not any(param.name in self.specs for param in params):
+            return SetParametersResult(successful=True)  # e.g. qos_overrides.* declared by rclpy at start-up
         values = dict(self.setup.values)
         for param in params:
             spec = self.specs.get(param.name)
