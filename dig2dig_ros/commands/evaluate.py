@@ -118,23 +118,43 @@ def load_gray(sample: Sample) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]
     return a, b, images
 
 
-def score_fused(name: str, fused: np.ndarray, a: np.ndarray, b: np.ndarray, seconds: float = math.nan) -> Score:
-    """Metrics of a fused image (any dtype/colour; resized to A's size when it differs) against A and B."""
+def score_fused(name: str, fused: np.ndarray, a: np.ndarray, b: np.ndarray, seconds: float = math.nan,
+                score_side: int = 0) -> Score:
+    """Metrics of a fused image (any dtype/colour; resized to A's size when it differs) against A and B.
+
+    With score_side > 0, F, A and B are first area-resized so their long side is at most score_side.
+    """
     f = metrics.to_gray255(fused)
     if f.shape != a.shape:
         f = imaging.resize(f, a.shape)
+    size = imaging.working_size(a.shape, score_side)
+    if size != a.shape:
+        f, a, b = (imaging.resize(x.astype(np.float32), size).astype(np.float64) for x in (f, a, b))
     return Score(name, metrics.compute_all(f, a, b), seconds)
 
 
+def add_noise(images: Sequence[np.ndarray], sigma: float, seed: int) -> list[np.ndarray]:
+    """The images as float32 in [0,1] with Gaussian noise of std sigma (on [0,1]) added, clipped; seeded."""
+    rng = np.random.default_rng(seed)
+    return [np.clip(imaging.to_unit(img) + rng.normal(0, sigma, img.shape).astype(np.float32), 0, 1) for img in images]
+
+
 def evaluate_fuser(
-    fuser: Fuser, samples: Sequence[Sample], progress: Callable[[str], None] | None = None
+    fuser: Fuser, samples: Sequence[Sample], progress: Callable[[str], None] | None = None, score_side: int = 0,
+    noise: float = 0.0,
 ) -> list[Score]:
-    """Fuse every sample with `fuser` and score it; seconds are the Fuser's own timing (no file reading)."""
+    """Fuse every sample with `fuser` and score it; seconds are the Fuser's own timing (no file reading).
+
+    With noise > 0 the sources get Gaussian noise of that std (seeded per sample) and the fused image is scored
+    against the clean sources.
+    """
     scores = []
-    for sample in samples:
+    for i, sample in enumerate(samples):
         a, b, images = load_gray(sample)
+        if noise > 0:
+            images = add_noise(images, noise, seed=i)
         result = fuser(images)
-        scores.append(score_fused(sample.name, result.fused, a, b, result.seconds))
+        scores.append(score_fused(sample.name, result.fused, a, b, result.seconds, score_side))
         if progress:
             progress(sample.name)
     return scores
@@ -212,6 +232,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                         help="any fusion setting by dotted name, e.g. dig.interval=5 (repeatable)")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    parser.add_argument("--score-side", type=int, default=0, help="compute metrics at this long side (0: input)")
+    parser.add_argument("--noise", type=float, default=0.0,
+                        help="add Gaussian noise of this std ([0,1] scale) to the sources; score against clean")
     parser.add_argument("--out", help="also write the Markdown report here")
 
 
@@ -236,15 +259,17 @@ def run(args: argparse.Namespace) -> int:
     rows = []
     for method in methods:
         fuser = build_fuser(argparse.Namespace(**{**vars(args), "method": method, "task": task}))
-        rows.append(Row(method, evaluate_fuser(fuser, samples)))
+        rows.append(Row(method, evaluate_fuser(fuser, samples, score_side=args.score_side, noise=args.noise)))
     for label, folder in _fused_dirs(args.fused):
         rows.append(Row(label, evaluate_folder(folder, samples)))
     settings = ", ".join(args.set) or "defaults"
     report = (
         f"# Fusion metrics: {args.data}\n\n"
         f"task {task}, {len(samples)} samples, prior {args.prior}, {args.steps} steps, working size "
-        f"{args.max_side or 'input'}, settings: {settings}. Metrics at the input size on gray images "
-        f"(A = first source). s/img: fusion time only.\n\n" + markdown_table(rows)
+        f"{args.max_side or 'input'}, settings: {settings}. Metrics at "
+        f"{f'long side {args.score_side}' if args.score_side else 'the input size'} on gray images (A = first "
+        f"source){f', sources with noise σ = {args.noise}' if args.noise else ''}. s/img: fusion time only.\n\n"
+        + markdown_table(rows)
     )
     print(report, end="")
     if args.out:

@@ -62,7 +62,8 @@ def trace_dig(fuser: Fuser, images: list[np.ndarray]) -> DigTrace:
     cfg = fuser.config
     if fuser.prior is None:
         raise FusionError("plot-dig needs a diffusion prior (method dig)")
-    y, size, _ = fuser.prepare(images)  # (K,h,w)
+    prep = fuser.prepare(images)
+    y, size = prep.small, prep.size  # (K,h,w) at the working size, (H, W)
     history = fuser.fuse_luminance(y).gain_history
     if not history:
         raise FusionError("the sampler made no DIG update")
