@@ -72,8 +72,19 @@ def _video_mode(setup: Setup) -> FrameFn:
     from dig2dig_ros.core.video import VideoFuser  # absent: the row is skipped (see video_mode_available)
 
     config = with_overrides(FusionConfig(), {"method": "dig", "max_side": setup.max_side})
-    fuser = VideoFuser(Fuser(config, prior=setup.prior, device=setup.device))
-    return lambda images, stamp: fuser(images, stamp).fused
+    return _VideoFrames(VideoFuser(Fuser(config, prior=setup.prior, device=setup.device)))
+
+
+class _VideoFrames:
+    """A FrameFn around a VideoFuser that keeps each frame's ``last_reason`` ("warm" when warm-started)."""
+
+    def __init__(self, video: object) -> None:
+        self.video, self.reasons = video, []
+
+    def __call__(self, images: list[np.ndarray], stamp: float) -> np.ndarray:
+        fused = self.video(images, stamp).fused
+        self.reasons.append(getattr(self.video, "last_reason", "?"))
+        return fused
 
 
 def video_mode_available() -> bool:
@@ -110,6 +121,7 @@ class Row:
     warp_error: float
     qabf: float
     ssim: float
+    warm: str = "-"  # video mode: "warm-started frames/frames"; "-" for per-frame methods
 
 
 def find_sequences(data: Path) -> list[Path]:
@@ -147,6 +159,8 @@ def evaluate_sequence(
             fused.append(fuse(list(pair), i / fps))
             seconds += time.perf_counter() - start
         gray = [metrics.to_gray255(f) for f in fused]
+        reasons = getattr(fuse, "reasons", None)
+        warm = f"{reasons.count('warm')}/{len(reasons)}" if reasons is not None else "-"
         result = flicker(fused, [ir, vis], motion=motion)
         rows.append(
             Row(
@@ -158,9 +172,12 @@ def evaluate_sequence(
                 warp_error=result.fused,
                 qabf=float(np.mean([metrics.qabf(f, x, y) for f, x, y in zip(gray, a, b, strict=True)])),
                 ssim=float(np.mean([metrics.ssim(f, x, y) for f, x, y in zip(gray, a, b, strict=True)])),
+                warm=warm,
             )
         )
         print(f"  {name} {method}: {rows[-1].seconds_per_frame:.3f} s/frame, flicker {result.ratio:.3f}", flush=True)
+        if reasons is not None:
+            print(f"    full runs: {[(i, r) for i, r in enumerate(reasons) if r != 'warm']}", flush=True)
     return rows
 
 
@@ -175,12 +192,12 @@ def warm_up(methods: list[str], setup: Setup) -> None:
 def markdown(rows: list[Row], header: str) -> str:
     """The document: header, one table per sequence, and the per-method mean over sequences."""
     out = [header]
-    cols = "| method | frames | s/frame | flicker ratio | warping error | Qabf | SSIM |\n|---|---|---|---|---|---|---|"
+    cols = "| method | frames | warm | s/frame | flicker ratio | warping error | Qabf | SSIM |\n" + "|---" * 8 + "|"
     for seq in dict.fromkeys(r.sequence for r in rows):
         out += [f"\n### {seq}\n", cols]
         out += [
-            f"| {r.method} | {r.frames} | {r.seconds_per_frame:.3f} | {r.flicker_ratio:.3f} | {r.warp_error:.2f} "
-            f"| {r.qabf:.3f} | {r.ssim:.3f} |"
+            f"| {r.method} | {r.frames} | {r.warm} | {r.seconds_per_frame:.3f} | {r.flicker_ratio:.3f} "
+            f"| {r.warp_error:.2f} | {r.qabf:.3f} | {r.ssim:.3f} |"
             for r in rows
             if r.sequence == seq
         ]
@@ -272,13 +289,14 @@ torch {torch.__version__}, {args.threads} thread(s), device {args.device}, prior
 Methods:
 {what}
 
-Columns: **s/frame**, wall-clock seconds per fused frame through the method's public call (mean over the frames,
-the first included; a machine shared with other jobs makes these noisy); **flicker ratio**, the fused video's
-warping error over the mean of the two sources' warping errors, with optical flow from the visible frames
-(DIS, forward–backward occlusion check; the warping error of Lai et al., ECCV 2018; definition in
-`dig2dig_ros/core/flicker.py`): ≈ 1 moves as the scene moves, > 1 adds flicker; the plain average of two
-sources with independent noise reads ≈ 0.71 (noise averages out), so compare methods on one sequence;
-**warping error** on the gray [0, 255] scale; **Qabf** and **SSIM** (SSIM(F,A) + SSIM(F,B)) per frame,
+Columns: **warm**, for video mode, how many frames were warm-started (the rest ran in full: the first frame, and
+any the video mode judged a scene change or time jump); **s/frame**, wall-clock seconds per fused frame through the
+method's public call (mean over the frames, the first included; a machine shared with other jobs makes these
+noisy); **flicker ratio**, the fused video's warping error over the mean of the two sources' warping errors, with
+optical flow from the visible frames (DIS, forward–backward occlusion check; the warping error of Lai et al., ECCV
+2018; definition in `dig2dig_ros/core/flicker.py`): ≈ 1 moves as the scene moves, > 1 adds flicker; the plain
+average of two sources with independent noise reads ≈ 0.71 (noise averages out), so compare methods on one
+sequence; **warping error** on the gray [0, 255] scale; **Qabf** and **SSIM** (SSIM(F,A) + SSIM(F,B)) per frame,
 averaged (`dig2dig_ros/core/metrics.py`). TNO Nato camp may have a cut between its first two frames
 (`../shared/data/README.md`); it is kept.
 """

@@ -126,8 +126,9 @@ def test_video_evaluation_script_writes_its_table(tmp_path: Path, monkeypatch: p
         for i, frame in enumerate(frames):
             cv2.imwrite(str(seq / sub / f"{i:03d}.png"), frame)
     out = tmp_path / "VIDEO.md"
-    argv = ["--data", str(tmp_path), "--methods", "average,gff", "--max-frames", "4", "--out", str(out)]
-    assert module.main(argv) == 0
+    argv = ["--data", str(tmp_path), "--methods", "average,gff,dig-video", "--max-frames", "4", "--out", str(out)]
+    assert module.main(argv + ["--prior", "wiener"]) == 0
     text = out.read_text()
-    assert "### synthetic" in text and "| average | 4 |" in text and "| gff | 4 |" in text
+    assert "### synthetic" in text and "| average | 4 | - |" in text and "| gff | 4 | - |" in text
+    assert "| dig-video | 4 | 3/4 |" in text  # the first frame runs in full, the others warm-start
     assert module.main(["--data", str(tmp_path), "--methods", "nope", "--out", str(out)]) == 2
