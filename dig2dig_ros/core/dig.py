@@ -217,8 +217,13 @@ class DigWeighting:
 
 
 def box_mean(x: torch.Tensor, radius: int) -> torch.Tensor:
-    """Mean over (2r+1)² windows of x (B,C,H,W), averaging only the pixels inside the image at the borders."""
-    return F.avg_pool2d(x, 2 * radius + 1, stride=1, padding=radius, count_include_pad=False)
+    """Mean over (2r+1)² windows of x (B,C,H,W) with reflected borders, by running sums (O(1) per pixel)."""
+    n = 2 * radius + 1
+    x = F.pad(x, (radius, radius, radius, radius), mode="reflect")
+    c = F.pad(x.cumsum(-1), (1, 0))
+    x = (c[..., n:] - c[..., :-n]) / n
+    c = F.pad(x.cumsum(-2), (0, 0, 1, 0))
+    return (c[..., n:, :] - c[..., :-n, :]) / n
 
 
 def refine_weights(weights: torch.Tensor, guides: torch.Tensor, radius: int, eps: float) -> torch.Tensor:

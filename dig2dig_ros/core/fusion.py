@@ -127,7 +127,7 @@ class Fuser:
                                               torch.from_numpy(prep.valid[:, None])).numpy()[:, 0]
         chroma = self._chroma(prep.chromas, result.weights)
         result.luminance = y
-        result.fused = imaging.to_uint8(imaging.merge_ycbcr(y, chroma))
+        result.fused = imaging.merge_luma(y, chroma)
         result.seconds = time.perf_counter() - start
         return result
 
@@ -142,9 +142,8 @@ class Fuser:
         if valid is not None and len(valid) != len(images):
             raise FusionError(f"got {len(valid)} validity masks for {len(images)} sources")
         size = imaging.common_size(images, self.config.resize)
-        unit = [imaging.resize(imaging.to_unit(img), size) for img in images]
-        lumas, chromas = zip(*(imaging.split_ycbcr(u) for u in unit), strict=True)
-        sources = np.stack(lumas).astype(np.float32, copy=False)  # (K,H,W)
+        lumas, chromas = zip(*(imaging.split_luma(imaging.resize(img, size)) for img in images), strict=True)
+        sources = np.stack(lumas)  # (K,H,W) float32
         masks = None
         if valid is not None and any(v is not None for v in valid):
             masks = np.stack([np.ones(size, np.float32) if v is None else
@@ -240,8 +239,10 @@ class Fuser:
         coloured = [(k, c) for k, c in enumerate(chromas) if c is not None]
         if not coloured:
             return None
+        planes = np.stack([c.astype(np.float32) * np.float32(1 / 255) if c.dtype == np.uint8 else c
+                           for _, c in coloured])  # (Kc,H,W,2) in [0,1]
         if weights is None:
-            return np.mean([c for _, c in coloured], axis=0)
+            return planes.mean(0)
         w = np.stack([weights[k] for k, _ in coloured])[..., None]  # (Kc,H,W,1)
         w = w / np.maximum(w.sum(0, keepdims=True), 1e-12)
-        return (w * np.stack([c for _, c in coloured])).sum(0)
+        return (w * planes).sum(0)

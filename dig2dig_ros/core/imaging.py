@@ -32,13 +32,12 @@ def to_unit(img: np.ndarray) -> np.ndarray:
     if img.size == 0:
         raise ImageError("empty image")
     if img.dtype == np.uint8:
-        out = img.astype(np.float32) / 255.0
-    elif img.dtype == np.uint16:
-        out = img.astype(np.float32) / 65535.0
-    elif np.issubdtype(img.dtype, np.floating):
-        out = img.astype(np.float32)
-    else:
+        return img.astype(np.float32) * np.float32(1 / 255)  # already in [0,1]
+    if img.dtype == np.uint16:
+        return img.astype(np.float32) * np.float32(1 / 65535)
+    if not np.issubdtype(img.dtype, np.floating):
         raise ImageError(f"unsupported pixel type {img.dtype}")
+    out = img.astype(np.float32)
     if not np.isfinite(out).all():
         raise ImageError("image contains NaN or infinite values")
     return np.clip(out, 0.0, 1.0)
@@ -59,6 +58,32 @@ def split_ycbcr(img: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         return img[..., 0].copy(), None
     ycrcb = cv2.cvtColor(img, cv2.COLOR_BGR2YCrCb)  # (H,W,3), float32 [0,1], chroma centred at 0.5
     return ycrcb[..., 0].copy(), ycrcb[..., 1:].copy()
+
+
+def split_luma(img: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    """Any source image → luminance (H,W) float32 in [0,1] and chroma (H,W,2) Cr,Cb (None for gray).
+
+    uint8 colour stays in uint8 through the colour conversion (chroma returned as uint8, centred at 128): the
+    cheap path for camera frames. Other types go through :func:`to_unit` and :func:`split_ycbcr` (float chroma).
+    """
+    if img.dtype == np.uint8:
+        if img.size == 0:
+            raise ImageError("empty image")
+        if img.ndim == 2 or not is_colour(img):
+            return (img if img.ndim == 2 else img[..., 0]).astype(np.float32) * np.float32(1 / 255), None
+        ycrcb = cv2.cvtColor(img, cv2.COLOR_BGR2YCrCb)  # (H,W,3) uint8
+        return ycrcb[..., 0].astype(np.float32) * np.float32(1 / 255), ycrcb[..., 1:]
+    return split_ycbcr(to_unit(img))
+
+
+def merge_luma(y: np.ndarray, chroma: np.ndarray | None) -> np.ndarray:
+    """Luminance (H,W) in [0,1] + chroma from :func:`split_luma` (uint8 or float, or None) → uint8 BGR or gray."""
+    y8 = to_uint8(y)
+    if chroma is None:
+        return y8
+    if chroma.dtype == np.uint8:
+        return cv2.cvtColor(np.dstack([y8, chroma]), cv2.COLOR_YCrCb2BGR)
+    return to_uint8(merge_ycbcr(y, chroma))
 
 
 def merge_ycbcr(y: np.ndarray, chroma: np.ndarray | None) -> np.ndarray:
@@ -132,4 +157,5 @@ def weight_overlay(fused: np.ndarray, weight: np.ndarray) -> np.ndarray:
 
 def to_uint8(img: np.ndarray) -> np.ndarray:
     """float [0,1] → uint8, rounded."""
-    return np.clip(np.rint(img * 255.0), 0, 255).astype(np.uint8)
+    return cv2.convertScaleAbs(np.clip(img, 0, 1), alpha=255.0) if img.dtype == np.float32 else \
+        np.clip(np.rint(img * 255.0), 0, 255).astype(np.uint8)
