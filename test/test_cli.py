@@ -179,3 +179,19 @@ def test_calibrate_prints_the_homography_the_options_take(tmp_path, capsys):
     printed = capsys.readouterr().out.strip().splitlines()[-1]
     assert np.allclose(parse_homography(printed), h_true, atol=1e-5)
     assert np.allclose(parse_homography(str(tmp_path / "H.txt")), h_true, atol=1e-5)
+
+
+def test_fuse_dir_sequence_warm_starts_consecutive_frames(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    wide = cv2.GaussianBlur(rng.random((48, 80)).astype(np.float32), (0, 0), 3)
+    wide = cv2.normalize(wide, None, 0, 255, cv2.NORM_MINMAX).astype(np.uint8)
+    data = tmp_path / "seq"
+    for sub in ("ir", "vis"):
+        (data / sub).mkdir(parents=True)
+        for i in range(3):  # a slow pan: consecutive frames differ by one column
+            cv2.imwrite(str(data / sub / f"frame{i:03d}.png"), wide[:, i : i + 64])
+    out = tmp_path / "out"
+    assert main(["fuse-dir", "--data", str(data), "--out", str(out), "--sequence", "--prior", "wiener",
+                 "--steps", "6", "--set", "video.start_step=3"]) == 0
+    assert "(2 warm-started)" in capsys.readouterr().out
+    assert len(list(out.glob("*.png"))) == 3

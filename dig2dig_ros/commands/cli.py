@@ -3,7 +3,7 @@
     dig2dig fuse SRC1 SRC2 [SRC...] -o OUT.png [--task vif|mef|mff] [--method dig|static|...] [--steps N]
                  [--prior NAME] [--max-side N] [--seed S] [--weights-dir DIR] [--device D] [--resize POLICY]
                  [--ir-homography H] [--ir-normalization percentile|fixed] [--ir-range LOW,HIGH]
-    dig2dig fuse-dir --data DIR --out DIR [same options]      # DIR/{ir,vis}/<stem>.* pairs
+    dig2dig fuse-dir --data DIR --out DIR [--sequence] [same options]   # DIR/{ir,vis}/<stem>.* pairs
     dig2dig calibrate POINTS.txt [-o H.txt]                   # H from >= 4 'x_ir y_ir x_vis y_vis' lines
     dig2dig prior-eval --images DIR [--prior NAME] [--t 100,300,500,700]
     dig2dig demo [--out DIR]                                  # fuses the shipped synthetic sample
@@ -32,8 +32,10 @@ from dig2dig_ros.commands.options import (
     prepare_sources,
 )
 from dig2dig_ros.core import imaging
+from dig2dig_ros.core.config import with_overrides
 from dig2dig_ros.core.fusion import Fuser, FusionError, FusionResult
 from dig2dig_ros.core.registration import estimate_homography, format_homography
+from dig2dig_ros.core.video import VideoFuser
 
 
 def write_image(path: Path, img: np.ndarray) -> None:
@@ -68,9 +70,13 @@ def cmd_fuse(args: argparse.Namespace) -> int:
     return 0
 
 
-def fuse_sources(fuser: Fuser, args: argparse.Namespace, images: list[np.ndarray]) -> FusionResult:
-    """Normalise and register the infrared source as the node does, then fuse."""
+def fuse_sources(fuser: Fuser | VideoFuser, args: argparse.Namespace, images: list[np.ndarray],
+                 stamp: float | None = None) -> FusionResult:
+    """Normalise and register the infrared source as the node does, then fuse (a video frame when given a
+    VideoFuser: warm-started from the previous one)."""
     images, valid = prepare_sources(args, images)
+    if isinstance(fuser, VideoFuser):
+        return fuser(images, stamp=stamp, valid=valid)
     return fuser(images, valid=valid)
 
 
@@ -94,11 +100,17 @@ def cmd_fuse_dir(args: argparse.Namespace) -> int:
 
     pairs = find_pairs(Path(args.data))
     fuser = build_fuser(args)
+    if args.sequence:  # consecutive frames, sorted by name: video mode on, one frame interval apart
+        fuser = VideoFuser(Fuser(with_overrides(fuser.config, {"video.enabled": True}), fuser.prior or "bundled",
+                                 str(fuser.device)) if fuser.prior is not None else fuser)
     out = Path(args.out)
-    for stem, ir_path, vis_path in tqdm(pairs, desc="fusing", unit="pair"):
-        result = fuse_sources(fuser, args, [imaging.read_image(ir_path), imaging.read_image(vis_path)])
+    warm = 0
+    for i, (stem, ir_path, vis_path) in enumerate(tqdm(pairs, desc="fusing", unit="pair")):
+        result = fuse_sources(fuser, args, [imaging.read_image(ir_path), imaging.read_image(vis_path)],
+                              stamp=i / args.fps)
+        warm += isinstance(fuser, VideoFuser) and fuser.last_reason == "warm"
         write_image(out / f"{stem}.png", result.fused)
-    print(f"wrote {len(pairs)} fused images to {out}")
+    print(f"wrote {len(pairs)} fused images to {out}" + (f" ({warm} warm-started)" if args.sequence else ""))
     return 0
 
 
@@ -160,6 +172,10 @@ def build_parser() -> argparse.ArgumentParser:
     fuse_dir = sub.add_parser("fuse-dir", help="fuse every DIR/ir, DIR/vis pair")
     fuse_dir.add_argument("--data", required=True)
     fuse_dir.add_argument("--out", required=True)
+    fuse_dir.add_argument("--sequence", action="store_true",
+                          help="the pairs are consecutive video frames (sorted by name): video mode, each frame "
+                               "warm-started from the previous one (core/video.py)")
+    fuse_dir.add_argument("--fps", type=float, default=25.0, help="frame rate of --sequence (for the time-gap check)")
     add_fusion_options(fuse_dir)
     add_infrared_options(fuse_dir)
     fuse_dir.set_defaults(func=cmd_fuse_dir)

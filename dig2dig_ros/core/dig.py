@@ -242,13 +242,16 @@ def refine_weights(weights: torch.Tensor, guides: torch.Tensor, radius: int, eps
 
 
 def mask_weights(weights: torch.Tensor, valid: torch.Tensor | None) -> torch.Tensor:
-    """Weights (K,1,H,W) times validity masks (K,1,H,W), renormalised per pixel; unchanged where no source is
-    valid or when valid is None."""
+    """Weights (K,1,H,W) times validity masks (K,1,H,W), renormalised per pixel: where every valid source's
+    weight is 0 the valid sources share equally; unchanged where no source is valid or when valid is None."""
     if valid is None:
         return weights
     masked = weights * valid
     total = masked.sum(0, keepdim=True)
-    return torch.where(total > 1e-12, masked / total.clamp_min(1e-12), weights)
+    count = valid.sum(0, keepdim=True)
+    shared = valid / count.clamp_min(1)
+    out = torch.where(total > 1e-12, masked / total.clamp_min(1e-12), shared)
+    return torch.where(count > 0, out, weights)
 
 
 def luminance(x: torch.Tensor) -> torch.Tensor:

@@ -31,6 +31,7 @@ from dig2dig_ros.core.imaging import weight_overlay
 from dig2dig_ros.core.priors import PriorError, load_prior
 from dig2dig_ros.core.registration import register_pair
 from dig2dig_ros.core.thermal import ThermalSettings, prepare_infrared
+from dig2dig_ros.core.video import VideoFuser
 from dig2dig_ros.ros import conversions
 from dig2dig_ros.ros.node_support import NewestWorker, StartupError, descriptor, diagnostics, run_node, steady_timer
 from dig2dig_ros.ros.params import all_params, check_value, check_values, fusion_config, homography, thermal_settings
@@ -54,6 +55,7 @@ class _Setup:
 
     def __init__(self, fuser: Fuser, values: dict[str, Any], thermal: ThermalSettings, h: np.ndarray | None):
         self.fuser, self.values, self.thermal, self.homography = fuser, values, thermal, h
+        self.video = VideoFuser(fuser)  # frames as a sequence (video.enabled); a new setup starts afresh
 
 
 class FusionNode(Node):
@@ -259,8 +261,10 @@ class FusionNode(Node):
             self.get_logger().warning(stretched, throttle_duration_sec=10.0)
         with self.lock:
             self.outcomes.append((time.monotonic(), True))
+        header = vis_msg.header if values["reference_frame"] == "visible" else ir_msg.header
         try:
-            result = setup.fuser(images, valid=valid, should_stop=self._stopping.is_set)
+            result = setup.video(images, stamp=_stamp_ns(header) / 1e9, valid=valid,
+                                 should_stop=self._stopping.is_set)
         except FusionCancelled:
             return  # the node is stopping
         except Exception as exc:  # noqa: BLE001 - keep running: one bad frame must not stop the node
@@ -269,7 +273,6 @@ class FusionNode(Node):
                 self.last_failure = (time.monotonic(), str(exc) or type(exc).__name__)
             self.get_logger().error(f"fusion failed, frame skipped: {exc}", throttle_duration_sec=5.0)
             return
-        header = vis_msg.header if values["reference_frame"] == "visible" else ir_msg.header
         if not self._publish(result, header, values):
             return
         latency = time.perf_counter() - start

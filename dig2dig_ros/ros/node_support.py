@@ -3,6 +3,7 @@ and the run-until-shutdown entry."""
 
 from __future__ import annotations
 
+import signal
 import sys
 import threading
 import traceback
@@ -14,6 +15,7 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
 from rclpy.clock import Clock, ClockType
 from rclpy.node import Node
+from rclpy.signals import SignalHandlerOptions
 
 from dig2dig_ros.ros.params import ParamSpec
 
@@ -38,9 +40,12 @@ def descriptor(spec: ParamSpec) -> ParameterDescriptor:
 def run_node(factory: Callable[[], Node], program: str, argv: list[str] | None = None) -> int:
     """Create the node and spin until shutdown; a StartupError prints one `program: error:` line and returns 1.
 
-    The node may define ``stop()`` (join its worker) which runs before it is destroyed.
+    The node may define ``stop()`` (join its worker) which runs before it is destroyed. rclpy's own signal
+    handlers are off: SIGINT and SIGTERM end the spin here, so ``stop()`` runs while the context is still valid
+    and no worker publishes through a shut-down context.
     """
-    rclpy.init(args=argv if argv is not None else sys.argv)
+    rclpy.init(args=argv if argv is not None else sys.argv, signal_handler_options=SignalHandlerOptions.NO)
+    previous = {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
     node = None
     try:
         try:
@@ -58,7 +63,13 @@ def run_node(factory: Callable[[], Node], program: str, argv: list[str] | None =
             node.destroy_node()
         if rclpy.ok():
             rclpy.shutdown()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     return 0
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
 
 
 class NewestWorker:
