@@ -191,7 +191,7 @@ def test_fuse_dir_sequence_warm_starts_consecutive_frames(tmp_path, capsys):
         for i in range(3):  # a slow pan: consecutive frames differ by one column
             cv2.imwrite(str(data / sub / f"frame{i:03d}.png"), wide[:, i : i + 64])
     out = tmp_path / "out"
-    assert main(["fuse-dir", "--data", str(data), "--out", str(out), "--sequence", "--prior", "wiener",
-                 "--steps", "6", "--set", "video.start_step=3"]) == 0
+    assert main(["fuse-dir", "--data", str(data), "--out", str(out), "--sequence", "--method", "dig",
+                 "--prior", "wiener", "--steps", "6", "--set", "video.start_step=3"]) == 0
     assert "(2 warm-started)" in capsys.readouterr().out
     assert len(list(out.glob("*.png"))) == 3

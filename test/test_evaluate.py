@@ -137,7 +137,7 @@ def test_plot_dig_writes_figure_and_credits_each_source_where_it_holds_informati
     assert main(argv) == 0
     assert cv2.imread(str(out)).shape == (360, 640, 3)
 
-    config = with_overrides(FusionConfig(), {"sampler.steps": 8, "dig.interval": 1})
+    config = with_overrides(FusionConfig(), {"method": "dig", "sampler.steps": 8, "dig.interval": 1})
     fuser = Fuser(config, prior="wiener")
     trace = plot_dig.trace_dig(fuser, [ir, vis])
     assert trace.levels[0] == fuser.timesteps[0] and trace.levels[-1] == -1

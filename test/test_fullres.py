@@ -38,8 +38,8 @@ def test_weights_follow_the_sources_edges_so_a_hot_target_has_no_halo():
     ring[40:88, 60:100] = False  # a 6-pixel ring just outside the hot square
     inside = {}
     for radius in (0, 8):  # without and with the guided refinement of the DIG weights at the working size
-        fuser = Fuser(with_overrides(FusionConfig(), {"max_side": 80, "sampler.steps": 4, "dig.interval": 2,
-                                                      "dig.refine_radius": radius}), prior=WienerPrior(), device="cpu")
+        settings = {"method": "dig", "max_side": 80, "sampler.steps": 4, "dig.interval": 2, "dig.refine_radius": radius}
+        fuser = Fuser(with_overrides(FusionConfig(), settings), prior=WienerPrior(), device="cpu")
         out = fuser(list(sources))
         inside[radius] = (out.weights[0][ring].mean(), out.weights[0][44:84, 64:96].mean())
     assert inside[8][0] < 0.75 * inside[0][0]  # less infrared weight around the target ...
@@ -80,8 +80,8 @@ def test_fuser_output_has_the_input_size_at_any_working_size():
     rng = np.random.default_rng(3)
     ir = (rng.random((100, 150)) * 255).astype(np.uint8)
     vis = (rng.random((100, 150, 3)) * 255).astype(np.uint8)
-    fuser = Fuser(with_overrides(FusionConfig(), {"max_side": 48, "sampler.steps": 4}), prior=WienerPrior(),
-                  device="cpu")
+    config = with_overrides(FusionConfig(), {"method": "dig", "max_side": 48, "sampler.steps": 4})
+    fuser = Fuser(config, prior=WienerPrior(), device="cpu")
     out = fuser([ir, vis])
     assert out.fused.shape == (100, 150, 3) and out.weights.shape == (2, 100, 150)
     assert out.weights.min() >= 0 and out.weights.max() <= 1
@@ -102,8 +102,8 @@ def test_invalid_pixels_of_a_source_get_weight_zero():
     sources = (_scene() * 255).astype(np.uint8)
     valid = np.ones((128, 160), np.uint8)
     valid[:, :50] = 0  # the infrared camera does not see the left part
-    fuser = Fuser(with_overrides(FusionConfig(), {"max_side": 64, "sampler.steps": 4}), prior=WienerPrior(),
-                  device="cpu")
+    config = with_overrides(FusionConfig(), {"method": "dig", "max_side": 64, "sampler.steps": 4})
+    fuser = Fuser(config, prior=WienerPrior(), device="cpu")
     out = fuser([sources[0], sources[1]], valid=[valid, None])
     assert out.weights[0][:, :50].max() == 0
     np.testing.assert_allclose(out.weights.sum(0), 1, atol=1e-5)

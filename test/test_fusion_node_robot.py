@@ -407,7 +407,7 @@ def test_outputs_without_subscribers_are_not_built(rig, monkeypatch):
 # -- defect 7: stopping cancels the frame in progress ------------------------------------------------------
 
 def test_stop_cancels_a_long_frame_and_publishes_nothing_after(rig):
-    r = rig({"sampler.steps": 1000, "working_size": 160, "dig.interval": 1})
+    r = rig({"method": "dig", "sampler.steps": 1000, "working_size": 160, "dig.interval": 1})
     fused = r.listen("fused/image")
     assert r.connected()
     started = threading.Event()

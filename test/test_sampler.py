@@ -118,7 +118,8 @@ def test_should_stop_cancels_between_steps():
         calls.append(1)
         return len(calls) > 2
 
-    fuser = Fuser(with_overrides(FusionConfig(), {"sampler.steps": 6}), prior=WienerPrior(), device="cpu")
+    fuser = Fuser(with_overrides(FusionConfig(), {"method": "dig", "sampler.steps": 6}), prior=WienerPrior(),
+                  device="cpu")
     img = (np.random.default_rng(0).random((32, 40)) * 255).astype(np.uint8)
     with pytest.raises(FusionCancelled, match="sampler step 2"):
         fuser([img, img], should_stop=stop)

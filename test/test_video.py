@@ -25,7 +25,8 @@ def _frames(n=4, shift=1, seed=0):
 
 @pytest.fixture
 def video() -> VideoFuser:
-    config = with_overrides(FusionConfig(), {"sampler.steps": 8, "video.start_step": 5})
+    config = with_overrides(FusionConfig(), {"method": "dig", "sampler.steps": 8, "video.start_step": 5,
+                                            "video.enabled": True})
     return VideoFuser(Fuser(config, prior=WienerPrior(), device="cpu"))
 
 
@@ -67,7 +68,7 @@ def test_warm_frames_are_close_to_full_runs_of_the_same_frame(video):
 
 
 def test_video_mode_off_fuses_every_frame_from_noise():
-    config = with_overrides(FusionConfig(), {"sampler.steps": 6, "video.enabled": False})
+    config = with_overrides(FusionConfig(), {"method": "dig", "sampler.steps": 6, "video.enabled": False})
     video = VideoFuser(Fuser(config, prior=WienerPrior(), device="cpu"))
     for i, frame in enumerate(_frames(3)):
         assert video(list(frame), stamp=i * 0.04).prior_calls == 6

@@ -38,7 +38,7 @@ class DigConfig:
     space: str = "x0"  # x0: distances of the prior's clean estimates | xt: the literal reading
     distance: str = "l1"  # l2 | l1 | ssim (l1 chosen in docs/EVALUATION.md)
     direction: str = "ahead"  # ahead: gain over the coming k steps | behind: gain since the last update
-    temperature: float = 1.0  # softmax temperature, in units of the mean gain difference between sources
+    temperature: float = 2.0  # softmax temperature, in units of the mean gain difference (docs/EVALUATION.md)
     pool_sigma: float = 1 / 32  # Gaussian pooling σ as a fraction of the image's long side
     refine_radius: int = 8  # guided filter (by each source) of the weights, radius in working-size pixels (0: off)
     refine_eps: float = 0.01  # its regulariser, on sources in [−1,1]
@@ -51,7 +51,7 @@ class GuidanceConfig:
     mode: str = "weighted"  # weighted: proximal step on the guidance energy | ddfm: DDFM's EM step
     data_sigma: float = 0.01  # σ_d: the data's uncertainty, [0,1] grey units; larger lets the prior say more
     noise_scale: float = 2.0  # σ_d is at least this times the sources' estimated noise σ (MAD), per frame (0: off)
-    grad_weight: float = 2.0  # μ: weight of the gradient term against the intensity term (docs/EVALUATION.md)
+    grad_weight: float = 4.0  # μ: weight of the gradient term against the intensity term (docs/EVALUATION.md)
     grad_target: str = "maxabs"  # maxabs | weighted
 
 
@@ -71,7 +71,7 @@ class FullResConfig:
 class VideoConfig:
     """Video mode (video.py): warm-start each frame's sampler from the previous fused frame."""
 
-    enabled: bool = True  # off: every frame from noise
+    enabled: bool = False  # off: every frame from noise (on: faster, but no less flicker: docs/VIDEO.md)
     start_step: int = 10  # the sampler step a warm frame starts at (of sampler.steps; DIG-15: 5 steps remain)
     max_change: float = 0.08  # mean absolute change of the sources ([0,1]) above which a frame runs in full
     max_gap: float = 1.0  # seconds between stamps above which a frame runs in full (0: no limit)
@@ -81,7 +81,8 @@ class VideoConfig:
 class FusionConfig:
     """One fusion job: method, task, image handling and the three groups above."""
 
-    method: str = "dig"  # dig | static | ddfm | dig-blend | a classical method (average, max, laplacian, gff)
+    method: str = "dig-blend"  # dig | dig-blend | static | ddfm | a classical method (average, max, laplacian, gff);
+    # dig-blend: chosen in docs/EVALUATION.md (as good as the sampler at a fifteenth of the prior calls)
     task: str = "vif"  # vif: source 0 infrared, source 1 visible | mef | mff
     max_side: int = 0  # working size: the long side fusion runs at (0 = input size)
     resize: str = "none"  # policy for sources of different sizes: none (error) | first | largest | smallest
