@@ -21,7 +21,6 @@ setup(
     maintainer_email="dig2dig-ros@example.com",
     description="Live infrared + visible image fusion with diffusion information gains (Dig2DIG) for ROS 2.",
     license="MIT",
-    tests_require=["pytest"],
     entry_points={
         "console_scripts": [
             "dig2dig = dig2dig_ros.commands.cli:main",

@@ -5,7 +5,8 @@
 
 Input: a real 1280x1024 LLVIP pair (infrared read as 8-bit gray, visible as BGR: what the cameras publish) when
 DATA/vif/llvip is present, else the synthetic night street at --size. Rows: DIG-15 at the working size of
-config/fusion.yaml (`working_size`, 320), output at the input size, the bundled prior; GFF at the input size;
+config/fusion.yaml (`working_size`, 320), output at the input size, the bundled prior; the node's default method
+(whatever each checkout's config.py says) at that working size; GFF at the input size;
 `average` at the input size. Each is `Fuser(config, prior=..., device="cpu")(images)` and nothing else, so the
 script runs against old and new Fusers alike.
 
@@ -44,6 +45,7 @@ def node_working_size(repo: Path = REPO) -> int:
 def rows(working_size: int) -> list[tuple[str, dict]]:
     """(label, FusionConfig settings) of each row."""
     return [
+        (f"node defaults (each checkout's config.py), working size {working_size}", {"max_side": working_size}),
         (f"DIG-15, working size {working_size}", {"method": "dig", "max_side": working_size}),
         ("GFF at the input size", {"method": "gff", "max_side": 0}),
         ("average at the input size", {"method": "average", "max_side": 0}),

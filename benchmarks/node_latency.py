@@ -6,6 +6,10 @@ Prints median and p95 latency, output rate and drop ratio on the current device.
 pair, so a slow device shows up as drops, not as growing latency.
 
     .venv/bin/python benchmarks/node_latency.py [--prior bundled] [--sizes 160,320] [--frames 100] [--rate 25]
+        [--modes default,dig,dig-video]
+
+Modes: `default` (config/fusion.yaml as shipped), `dig` (the DIG-15 sampler, each frame from noise), `dig-video`
+(the sampler in video mode: frames warm-started from the previous one).
 """
 
 from __future__ import annotations
@@ -15,10 +19,13 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 import rclpy
+import yaml
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image
 
@@ -33,10 +40,25 @@ def spin_for(node, seconds: float) -> None:
         rclpy.spin_once(node, timeout_sec=0.005)
 
 
-def measure(node, size: int, args: argparse.Namespace, env: dict[str, str]) -> dict[str, float]:
+MODES = {"default": {}, "dig": {"method": "dig"}, "dig-video": {"method": "dig", "video": {"enabled": True}}}
+PACKAGED = Path(__file__).resolve().parents[1] / "config" / "fusion.yaml"
+
+
+def params_file(mode: str) -> Path:
+    """The packaged config/fusion.yaml with the mode's fusion settings on top, in a temporary file."""
+    data = yaml.safe_load(PACKAGED.read_text())
+    params = data["/**/dig2dig_fusion"]["ros__parameters"]
+    for key, value in MODES[mode].items():
+        params[key] = {**params.get(key, {}), **value} if isinstance(value, dict) else value
+    path = Path(tempfile.mkdtemp()) / f"fusion_{mode}.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def measure(node, size: int, mode: str, args: argparse.Namespace, env: dict[str, str]) -> dict[str, float]:
     graph = subprocess.Popen([sys.executable, "-m", "dig2dig_ros.commands.ros_cli", "launch", f"prior:={args.prior}",
-                              f"working_size:={size}", f"device:={args.device}", "log_level:=warn"],
-                             env=env, start_new_session=True)
+                              f"working_size:={size}", f"device:={args.device}", "log_level:=warn",
+                              f"params_file:={params_file(mode)}"], env=env, start_new_session=True)
     qos = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)
     pub_ir, pub_vis = node.create_publisher(Image, "ir/image", qos), node.create_publisher(Image, "visible/image", qos)
     latencies: list[float] = []
@@ -82,6 +104,7 @@ def main() -> int:
     parser.add_argument("--sizes", default="160,320", help="working sizes (long side, pixels)")
     parser.add_argument("--frames", type=int, default=100)
     parser.add_argument("--rate", type=float, default=25.0)
+    parser.add_argument("--modes", default="default", help=f"comma-separated, from {', '.join(MODES)}")
     args = parser.parse_args()
     env = ros_environment()
     env.setdefault("ROS_DOMAIN_ID", str(1 + os.getpid() % 99))
@@ -91,13 +114,14 @@ def main() -> int:
     rclpy.init()
     node = rclpy.create_node("node_latency_benchmark")
     print(f"prior {args.prior}, device {args.device}, {args.frames} pairs of 640x512 at {args.rate} Hz\n")
-    print("| working size | fused | latency median ms | latency p95 ms | output Hz | drop ratio |")
-    print("|---|---|---|---|---|---|")
+    print("| mode | working size | fused | latency median ms | latency p95 ms | output Hz | drop ratio |")
+    print("|---|---|---|---|---|---|---|")
     try:
-        for size in (int(s) for s in args.sizes.split(",")):
-            r = measure(node, size, args, env)
-            print(f"| {size} | {r['fused']} | {r['median_ms']:.0f} | {r['p95_ms']:.0f} | {r['rate_hz']:.1f} "
-                  f"| {r['drop_ratio']:.2f} |", flush=True)
+        for mode in args.modes.split(","):
+            for size in (int(s) for s in args.sizes.split(",")):
+                r = measure(node, size, mode, args, env)
+                print(f"| {mode} | {size} | {r['fused']} | {r['median_ms']:.0f} | {r['p95_ms']:.0f} | "
+                      f"{r['rate_hz']:.1f} | {r['drop_ratio']:.2f} |", flush=True)
     finally:
         node.destroy_node()
         rclpy.shutdown()
