@@ -71,7 +71,7 @@ def _video_mode(setup: Setup) -> FrameFn:
     """Video (warm-start) mode: VideoFuser(Fuser(config, prior, device))(images, stamp), fresh per sequence."""
     from dig2dig_ros.core.video import VideoFuser  # absent: the row is skipped (see video_mode_available)
 
-    config = with_overrides(FusionConfig(), {"method": "dig", "max_side": setup.max_side})
+    config = with_overrides(FusionConfig(), {"method": "dig", "max_side": setup.max_side, "video.enabled": True})
     return _VideoFrames(VideoFuser(Fuser(config, prior=setup.prior, device=setup.device)))
 
 
@@ -100,13 +100,14 @@ def video_mode_available() -> bool:
 
 # name → (factory, what the row is). Order is the table's order.
 METHODS: dict[str, tuple[Callable[[Setup], FrameFn], str]] = {
-    "dig": (_per_frame("dig"), "DIG, each frame from noise (default config)"),
-    "dig-video": (_video_mode, "DIG video mode: warm start from the previous fused frame (video.* defaults)"),
+    "dig-blend": (_per_frame("dig-blend"), "the node's default: closed form under DIG weights, one prior call"),
+    "dig": (_per_frame("dig"), "the DIG-15 sampler, each frame from noise"),
+    "dig-video": (_video_mode, "the DIG-15 sampler in video mode: warm start from the previous fused frame"),
     "static": (_per_frame("static"), "same sampler, fixed weights 1/K"),
     "average": (_per_frame("average"), "pixel average"),
     "gff": (_per_frame("gff"), "guided-filter fusion (classical)"),
 }
-DEFAULT_METHODS = "dig,dig-video,static,average,gff"
+DEFAULT_METHODS = "dig-blend,dig,dig-video,static,average,gff"
 
 
 @dataclass
