@@ -74,7 +74,8 @@ class VideoConfig:
     enabled: bool = False  # off: every frame from noise (on: faster, but no less flicker: docs/VIDEO.md)
     start_step: int = 10  # the sampler step a warm frame starts at (of sampler.steps; DIG-15: 5 steps remain)
     max_change: float = 0.08  # mean absolute change of the sources ([0,1]) above which a frame runs in full
-    max_gap: float = 1.0  # seconds between stamps above which a frame runs in full (0: no limit)
+    max_gap: float = 5.0  # seconds between stamps above which a frame runs in full (0: no limit); longer than a
+    # slow frame, since a busy node skips the pairs in between
 
 
 @dataclass
