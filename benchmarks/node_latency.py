@@ -15,7 +15,6 @@ Modes: `default` (config/fusion.yaml as shipped), `dig` (the DIG-15 sampler, eac
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import subprocess
 import sys
@@ -31,7 +30,7 @@ from sensor_msgs.msg import Image
 
 from dig2dig_ros.core.sample_scene import make_sample_pair
 from dig2dig_ros.ros.conversions import numpy_to_image
-from dig2dig_ros.ros.launcher import ros_environment, stop_processes
+from dig2dig_ros.ros.launcher import local_environment, stop_processes
 
 
 def spin_for(node, seconds: float) -> None:
@@ -106,11 +105,7 @@ def main() -> int:
     parser.add_argument("--rate", type=float, default=25.0)
     parser.add_argument("--modes", default="default", help=f"comma-separated, from {', '.join(MODES)}")
     args = parser.parse_args()
-    env = ros_environment()
-    env.setdefault("ROS_DOMAIN_ID", str(1 + os.getpid() % 99))
-    env.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
-    os.environ.update({k: env[k] for k in ("ROS_DOMAIN_ID", "ROS_AUTOMATIC_DISCOVERY_RANGE")})
-    os.environ.update({k: v for k, v in env.items() if k.endswith("_DEFAULT_PROFILES_FILE")})
+    env = local_environment()
     rclpy.init()
     node = rclpy.create_node("node_latency_benchmark")
     print(f"prior {args.prior}, device {args.device}, {args.frames} pairs of 640x512 at {args.rate} Hz\n")

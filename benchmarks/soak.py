@@ -12,7 +12,6 @@ pair or dropped by the synchroniser with a reason; RSS after warm-up should stay
 from __future__ import annotations
 
 import argparse
-import os
 import subprocess
 import sys
 import tempfile
@@ -27,7 +26,7 @@ from sensor_msgs.msg import Image
 
 from dig2dig_ros.core.sample_scene import make_sample_pair
 from dig2dig_ros.ros.conversions import numpy_to_image
-from dig2dig_ros.ros.launcher import ros_environment, stop_processes
+from dig2dig_ros.ros.launcher import local_environment, stop_processes
 
 REPO = Path(__file__).resolve().parents[1]
 COUNTERS = ("pairs", "fused", "dropped_busy", "bad_input", "failed", "ir_received", "visible_received",
@@ -88,11 +87,7 @@ def main() -> int:
     parser.add_argument("--working-size", type=int, default=320)
     parser.add_argument("--torch-threads", type=int, default=0)
     args = parser.parse_args()
-    env = ros_environment()
-    env.setdefault("ROS_DOMAIN_ID", str(1 + os.getpid() % 99))
-    env.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
-    os.environ.update({k: env[k] for k in ("ROS_DOMAIN_ID", "ROS_AUTOMATIC_DISCOVERY_RANGE")})
-    os.environ.update({k: v for k, v in env.items() if k.endswith("_DEFAULT_PROFILES_FILE")})
+    env = local_environment()
     tmp = Path(tempfile.mkdtemp(prefix="dig2dig_soak_"))
     runner = subprocess.Popen([sys.executable, "-m", "dig2dig_ros.commands.ros_cli", "launch",
                                f"params_file:={params_file(args, tmp)}", "log_level:=warn"],

@@ -12,13 +12,12 @@ import json
 import os
 import subprocess
 import sys
-import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
 from conftest import SHARED
-from test_view_graph import PairPublisher, free_port, ros_test_env, stop_process, wait_for_snapshot
+from test_view_graph import fed_graph, free_port, ros_test_env, wait_for_snapshot
 
 pytestmark = pytest.mark.ros
 REPO = Path(__file__).resolve().parents[1]
@@ -99,23 +98,8 @@ def launched(install, tmp_path_factory):
                + " ".join(arguments))
     proc = subprocess.Popen(["bash", "-c", command], cwd=install.parent, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, start_new_session=True)
-    feeder = PairPublisher(int(env["ROS_DOMAIN_ID"]), rate=4.0, size=(192, 256),
-                           listen=("detections/json",) if model else ())
-    try:
-        fused = feeder.wait_for("fused/image", timeout=120, alive=lambda: proc.poll() is None)
-    except BaseException:
-        feeder.close()
-        stop_process(proc)
-        raise
-    if not fused:
-        feeder.close()
-        pytest.fail(f"no fused/image from the launched graph:\n{stop_process(proc)}")
-    yield {"feeder": feeder, "view_port": view_port, "model": model, "proc": proc}
-    feeder.close()
-    time.sleep(2.0)  # let the workers finish the frame in hand (a stop mid-frame: see the fusion node's issue 12)
-    out = stop_process(proc)
-    assert "Traceback" not in out, out
-    assert proc.returncode == 0, out
+    with fed_graph(proc, env, listen=("detections/json",) if model else ()) as feeder:
+        yield {"feeder": feeder, "view_port": view_port, "model": model, "proc": proc}
 
 
 def test_launched_graph_fuses_a_pair_with_its_stamp_and_serves_the_snapshot(launched):

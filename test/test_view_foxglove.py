@@ -88,10 +88,10 @@ class FoxgloveClient:
             await ws.send(json.dumps({"op": "subscribe", "subscriptions": [
                 {"id": sub, "channelId": channels[topic]} for sub, topic in by_sub.items()]}))
             while not until(got) and time.monotonic() < deadline:
-                try:
-                    msg = await asyncio.wait_for(ws.recv(), max(0.1, deadline - time.monotonic()))
+                try:  # a short wait: `until` may still be waiting for the bridge to see the subscription
+                    msg = await asyncio.wait_for(ws.recv(), 0.2)
                 except TimeoutError:
-                    break
+                    continue
                 if isinstance(msg, bytes) and msg[0] == 1:  # opcode 1: message data
                     sub = struct.unpack_from("<I", msg, 1)[0]
                     got[by_sub[sub]].append(msg[13:])  # after opcode, subscription id, receive time

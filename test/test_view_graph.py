@@ -233,6 +233,28 @@ class Browser:
             self.proc.wait(timeout=15)
 
 
+@contextlib.contextmanager
+def fed_graph(proc: subprocess.Popen, env: dict[str, str], listen: tuple[str, ...] = ()):
+    """Feed the graph started as `proc` with pairs until the block ends, once it has fused one; then stop it and
+    check it ended cleanly (no traceback, exit status 0)."""
+    feeder = PairPublisher(int(env["ROS_DOMAIN_ID"]), rate=4.0, size=(192, 256), listen=listen)
+    try:
+        fused = feeder.wait_for("fused/image", timeout=120, alive=lambda: proc.poll() is None)
+    except BaseException:
+        feeder.close()
+        stop_process(proc)
+        raise
+    if not fused:
+        feeder.close()
+        pytest.fail(f"no fused/image from the graph:\n{stop_process(proc)}")
+    yield feeder
+    feeder.close()
+    time.sleep(2.0)  # let the workers finish the frame in hand
+    out = stop_process(proc)
+    assert "Traceback" not in out, out
+    assert proc.returncode == 0, out
+
+
 # -- the test ---------------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def graph(tmp_path_factory):
@@ -243,21 +265,8 @@ def graph(tmp_path_factory):
         [sys.executable, "-m", "dig2dig_ros.commands.ros_cli", "launch", "prior:=wiener", "working_size:=64",
          "device:=cpu", "view:=true", f"view_port:={view_port}", "foxglove:=true", f"foxglove_port:={foxglove_port}"],
         cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
-    feeder = PairPublisher(int(env["ROS_DOMAIN_ID"]), rate=4.0, size=(192, 256))
-    try:
-        fused = feeder.wait_for("fused/image", timeout=120, alive=lambda: runner.poll() is None)
-    except BaseException:
-        feeder.close()
-        stop_process(runner)
-        raise
-    if not fused:
-        feeder.close()
-        pytest.fail(f"no fused/image from the graph:\n{stop_process(runner)}")
-    yield {"feeder": feeder, "view_port": view_port, "foxglove_port": foxglove_port, "runner": runner}
-    feeder.close()
-    time.sleep(2.0)  # let the workers finish the frame in hand (a stop mid-frame: see the fusion node's issue 12)
-    out = stop_process(runner)
-    assert "Traceback" not in out, out
+    with fed_graph(runner, env) as feeder:
+        yield {"feeder": feeder, "view_port": view_port, "foxglove_port": foxglove_port, "runner": runner}
 
 
 def test_snapshot_is_the_fused_frame(graph):

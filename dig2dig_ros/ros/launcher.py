@@ -49,6 +49,17 @@ def ros_environment(base: dict[str, str] | None = None) -> dict[str, str]:
     return env
 
 
+def local_environment() -> dict[str, str]:
+    """ros_environment() on a domain of its own (unless set) with discovery on this host only, adopted by this
+    process too, so a benchmark's own publishers and the graph it starts see each other and nobody else."""
+    env = ros_environment()
+    env.setdefault("ROS_DOMAIN_ID", str(1 + os.getpid() % 99))
+    env.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+    os.environ.update({k: env[k] for k in ("ROS_DOMAIN_ID", "ROS_AUTOMATIC_DISCOVERY_RANGE")})
+    os.environ.update({k: v for k, v in env.items() if k.endswith("_DEFAULT_PROFILES_FILE")})
+    return env
+
+
 def node_command(spec: NodeSpec) -> list[str]:
     """The command line that runs one node."""
     module = EXECUTABLE_MODULES[spec.executable]
