@@ -16,6 +16,7 @@ import argparse
 import os
 import signal
 import sys
+import threading
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -188,7 +189,12 @@ def main(argv: list[str] | None = None) -> int:
         recorder = Recorder(node, writer, specs, args.max_messages)
         print(f"waiting for {', '.join(recorder.pending)}", flush=True)
         next_discovery = 0.0
-        while not recorder.full and not (args.duration > 0 and time.monotonic() - started >= args.duration):
+        # Ctrl-C / SIGTERM end the loop between two spins rather than raising inside rclpy or the writer.
+        stop = threading.Event()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: stop.set())
+        while not stop.is_set() and not recorder.full and not (
+                args.duration > 0 and time.monotonic() - started >= args.duration):
             if recorder.pending and time.monotonic() >= next_discovery:
                 recorder.discover()
                 next_discovery = time.monotonic() + 0.1
@@ -207,6 +213,7 @@ def main(argv: list[str] | None = None) -> int:
                 node.destroy_node()
             rclpy.try_shutdown()
             signal.signal(signal.SIGTERM, previous)
+            signal.signal(signal.SIGINT, signal.default_int_handler)
     if recorder is not None:
         for line in recorder.errors:
             print(f"error: {line}", file=sys.stderr)

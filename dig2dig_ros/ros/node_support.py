@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 import rclpy
+import rclpy.task
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
 from rclpy.clock import Clock, ClockType
@@ -41,11 +42,17 @@ def run_node(factory: Callable[[], Node], program: str, argv: list[str] | None =
     """Create the node and spin until shutdown; a StartupError prints one `program: error:` line and returns 1.
 
     The node may define ``stop()`` (join its worker) which runs before it is destroyed. rclpy's own signal
-    handlers are off: SIGINT and SIGTERM end the spin here, so ``stop()`` runs while the context is still valid
-    and no worker publishes through a shut-down context.
+    handlers are off: SIGINT and SIGTERM complete a future the spin waits on, so the spin ends between two
+    callbacks (nothing is interrupted mid-call) and ``stop()`` runs while the context is still valid.
     """
     rclpy.init(args=argv if argv is not None else sys.argv, signal_handler_options=SignalHandlerOptions.NO)
-    previous = {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
+    stopped = rclpy.task.Future()  # completed by SIGINT/SIGTERM: the spin ends between two callbacks
+
+    def request_stop(signum: int, frame: Any) -> None:
+        if not stopped.done():
+            stopped.set_result(signum)
+
+    previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     node = None
     try:
         try:
@@ -53,7 +60,8 @@ def run_node(factory: Callable[[], Node], program: str, argv: list[str] | None =
         except StartupError as exc:
             print(f"{program}: error: {exc}", file=sys.stderr)
             return 1
-        rclpy.spin(node)
+        if not stopped.done():
+            rclpy.spin_until_future_complete(node, stopped)
     except (KeyboardInterrupt, rclpy.executors.ExternalShutdownException):
         pass
     finally:
@@ -66,10 +74,6 @@ def run_node(factory: Callable[[], Node], program: str, argv: list[str] | None =
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     return 0
-
-
-def _interrupt(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt
 
 
 class NewestWorker:
