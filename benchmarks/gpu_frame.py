@@ -104,7 +104,8 @@ class VideoCall:
 
 
 def make_call(mode: str, config: FusionConfig, prior: Prior, device: str) -> Callable[[list, float], object]:
-    """A per-frame callable (images, stamp) → FusionResult for mode 'frame' (Fuser) or 'video' (VideoFuser)."""
+    """A per-frame callable (images, stamp) → FusionResult for modes 'blend'/'frame' (Fuser) or 'video'
+    (VideoFuser)."""
     if mode == "video":
         return VideoCall(video_fuser_class()(Fuser(config, prior=prior, device=device)))
     fuser = Fuser(config, prior=prior, device=device)
@@ -183,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
 
     inner = load_prior(args.prior, device).eval()
     priors = {s: inner if PRECISIONS[s] is None else AutocastPrior(inner, PRECISIONS[s]) for s in precisions}
-    modes = [("frame", int(n)) for n in args.steps.split(",") if n]
+    modes = [("blend", 15)] + [("frame", int(n)) for n in args.steps.split(",") if n]
     video = video_fuser_class() is not None and not args.no_video
     if video:
         modes.append(("video", 15))
@@ -210,9 +211,11 @@ def main(argv: list[str] | None = None) -> int:
         frames = [list(make_sample_pair(frame=i, size=(h, w))) for i in range(args.repeats + 1)]
         for max_side in (int(v) for v in args.max_side.split(",") if v):
             for mode, steps in modes:
-                config = FusionConfig()
+                config = FusionConfig()  # the node's defaults, then the row's method
                 config.max_side, config.sampler.steps = max_side, steps
-                label = f"DIG-{steps}"
+                config.method = "dig-blend" if mode == "blend" else "dig"
+                config.video.enabled = mode == "video"
+                label = "dig-blend (node default)" if mode == "blend" else f"DIG-{steps}"
                 reference: Measured | None = None
                 for prec in precisions:
                     call = make_call(mode, config, priors[prec], args.device)
