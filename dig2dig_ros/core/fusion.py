@@ -65,6 +65,7 @@ class Prepared:
 
     @property
     def size(self) -> tuple[int, int]:
+        """The input (H, W)."""
         return self.sources.shape[1], self.sources.shape[2]
 
 

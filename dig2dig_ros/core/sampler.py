@@ -71,7 +71,8 @@ def predict_x0(x_t: torch.Tensor, eps: torch.Tensor, ab: float) -> torch.Tensor:
     return (x_t - (1 - ab) ** 0.5 * eps) / ab**0.5
 
 
-def ddim_step(x0: torch.Tensor, eps: torch.Tensor, ab_prev: float, sigma: float, noise: torch.Tensor | None):
+def ddim_step(x0: torch.Tensor, eps: torch.Tensor, ab_prev: float, sigma: float,
+              noise: torch.Tensor | None) -> torch.Tensor:
     """x_prev = √ᾱ_prev·x0 + √(1−ᾱ_prev−σ²)·ε + σ·z."""
     x = ab_prev**0.5 * x0 + max(1 - ab_prev - sigma**2, 0.0) ** 0.5 * eps
     return x if noise is None or sigma == 0 else x + sigma * noise
@@ -111,10 +112,11 @@ def sample(
             raise SamplingCancelled(f"stopped before sampler step {i}")
         t, t_prev = timesteps[i], previous_timestep(timesteps, i)
         ab, ab_prev = alpha_bar(ac, t), alpha_bar(ac, t_prev)
-        probes = weighting.probes(i)
-        batch, steps = (x, torch.tensor([t], device=x.device)) if probes is None else (
-            torch.cat([x, probes[0]]), torch.cat([torch.tensor([t], device=x.device), probes[1]]))
-        eps_all = prior(batch, steps)  # (1 + probes, C, H, W)
+        probes = weighting.probes(i)  # extra prior inputs (P,C,H,W) and their timesteps (P,), or None
+        batch, steps = x, torch.tensor([t], device=x.device)
+        if probes is not None:
+            batch, steps = torch.cat([x, probes[0]]), torch.cat([steps, probes[1]])
+        eps_all = prior(batch, steps)  # (1 + P, C, H, W): the sample and the probes in one call
         calls += 1
         eps = eps_all[:1]
         weights = weighting.update(i, eps_all[1:] if probes is not None else None)  # (K,1,H,W)
