@@ -32,7 +32,6 @@ from dig2dig_ros.commands.options import (
     prepare_sources,
 )
 from dig2dig_ros.core import imaging
-from dig2dig_ros.core.config import with_overrides
 from dig2dig_ros.core.fusion import Fuser, FusionError, FusionResult
 from dig2dig_ros.core.registration import estimate_homography, format_homography
 from dig2dig_ros.core.video import VideoFuser
@@ -99,10 +98,9 @@ def cmd_fuse_dir(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     pairs = find_pairs(Path(args.data))
-    fuser = build_fuser(args)
     if args.sequence:  # consecutive frames, sorted by name: video mode on, one frame interval apart
-        fuser = VideoFuser(Fuser(with_overrides(fuser.config, {"video.enabled": True}), fuser.prior or "bundled",
-                                 str(fuser.device)) if fuser.prior is not None else fuser)
+        args.set = [*args.set, "video.enabled=true"]
+    fuser = VideoFuser(build_fuser(args)) if args.sequence else build_fuser(args)
     out = Path(args.out)
     warm = 0
     for i, (stem, ir_path, vis_path) in enumerate(tqdm(pairs, desc="fusing", unit="pair")):

@@ -72,7 +72,7 @@ def trace_dig(fuser: Fuser, images: list[np.ndarray]) -> DigTrace:
     if levels[0] != fuser.timesteps[0]:
         levels.insert(0, fuser.timesteps[0])
         cumulative = np.concatenate([np.zeros_like(cumulative[:1]), cumulative])
-    ac = fuser.prior.alphas_cumprod.double().cpu().numpy()
+    ac = fuser.prior.alphas_host.numpy()
     ab = np.array([ac[t] if t >= 0 else 1.0 for t in levels])
     return DigTrace(np.array(levels), np.sqrt((1 - ab) / ab), cumulative, y, max(y.shape[1:]) / max(size))
 

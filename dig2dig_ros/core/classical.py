@@ -132,12 +132,11 @@ def _window_counts(n: int, radius: int) -> np.ndarray:
     return (np.minimum(idx + radius, n - 1) - np.maximum(idx - radius, 0) + 1).astype(np.float64)
 
 
-def guided_filter(guide: np.ndarray, src: np.ndarray, radius: int, eps: float) -> np.ndarray:
-    """He, Sun & Tang's guided filter (gray guide): an edge-preserving smoothing of src that follows guide.
-
-    Per (2r+1)² window ω: q = a·I + b with a = cov_ω(I, p) / (var_ω(I) + ε), b = mean_ω(p) − a·mean_ω(I);
-    a and b are then averaged over the windows covering each pixel. Windows are clipped at the image border.
-    Computed in float64; returns float64 (H, W).
+def guided_coefficients(guide: np.ndarray, src: np.ndarray, radius: int, eps: float) -> tuple[np.ndarray, np.ndarray]:
+    """The guided filter's linear coefficients, averaged over the windows covering each pixel: (ā, b̄), so that
+    the filtered src is ā·guide + b̄ (and, fitted on a small image, ā and b̄ upsampled apply to a larger guide:
+    the fast guided filter). Per (2r+1)² window ω: a = cov_ω(I, p) / (var_ω(I) + ε), b = mean_ω(p) − a·mean_ω(I).
+    Windows are clipped at the image border. Computed in float64; returns float64 (H, W) each.
     """
     i = np.asarray(guide, dtype=np.float64)  # (H,W)
     p = np.asarray(src, dtype=np.float64)  # (H,W)
@@ -146,7 +145,16 @@ def guided_filter(guide: np.ndarray, src: np.ndarray, radius: int, eps: float) -
     cov_ip = _box_mean(i * p, radius) - mean_i * mean_p
     a = cov_ip / (var_i + eps)
     b = mean_p - a * mean_i
-    return _box_mean(a, radius) * i + _box_mean(b, radius)  # (H,W)
+    return _box_mean(a, radius), _box_mean(b, radius)  # (H,W) each
+
+
+def guided_filter(guide: np.ndarray, src: np.ndarray, radius: int, eps: float) -> np.ndarray:
+    """He, Sun & Tang's guided filter (gray guide): an edge-preserving smoothing of src that follows guide.
+
+    q = ā·I + b̄ with the coefficients of :func:`guided_coefficients`; returns float64 (H, W).
+    """
+    a, b = guided_coefficients(guide, src, radius, eps)
+    return a * np.asarray(guide, dtype=np.float64) + b  # (H,W)
 
 
 def _refined_weights(guides: np.ndarray, masks: list[np.ndarray], radius: int, eps: float) -> np.ndarray:

@@ -107,7 +107,7 @@ class DigWeighting:
         self.config, self.timesteps = config, list(timesteps)
         self.sources = sources  # (K,1,H,W) luminance in [−1,1]
         self.valid = valid  # (K,1,H,W) 1 where a source has data, or None
-        self.ac = alphas_cumprod.double().cpu()  # scalar ᾱ reads without device syncs
+        self.ac = alphas_cumprod.double().cpu()  # a no-op for Prior.alphas_host: scalar ᾱ reads, no syncs
         self.generator, self.channels = generator, channels
         k, _, h, w = sources.shape
         self.weights = self._masked(torch.full_like(sources, 1.0 / k))

@@ -20,6 +20,9 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from dig2dig_ros.core import imaging
+from dig2dig_ros.core.classical import guided_coefficients
+
 # MAD → σ for Gaussian noise (Donoho & Johnstone 1994).
 MAD_TO_SIGMA = 1 / 0.6745
 
@@ -36,29 +39,6 @@ class FullResParams:
     shrink: float = 2.0  # noise shrinkage threshold in units of each source's estimated noise σ (0: off)
 
 
-def box(x: np.ndarray, radius: int) -> np.ndarray:
-    """Mean over a (2r+1)² window with reflected borders, per plane of x (H,W) float32."""
-    return cv2.boxFilter(x, -1, (2 * radius + 1, 2 * radius + 1), borderType=cv2.BORDER_REFLECT)
-
-
-def guided_coefficients(guide: np.ndarray, p: np.ndarray, radius: int, eps: float) -> tuple[np.ndarray, np.ndarray]:
-    """The guided filter's mean linear coefficients (a, b) for guide and input (H,W): q = a·guide + b."""
-    mean_i, mean_p = box(guide, radius), box(p, radius)
-    cov = box(guide * p, radius) - mean_i * mean_p
-    var = box(guide * guide, radius) - mean_i * mean_i
-    a = cov / (var + eps)
-    b = mean_p - a * mean_i
-    return box(a, radius), box(b, radius)
-
-
-def resize_to(x: np.ndarray, size: tuple[int, int], shrink: bool) -> np.ndarray:
-    """(H,W) float32 to (h, w): area averaging down, bilinear up."""
-    h, w = size
-    if x.shape == (h, w):
-        return x
-    return cv2.resize(x, (w, h), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
-
-
 def upsample_weights(weights: np.ndarray, guides_small: np.ndarray, guides: np.ndarray,
                      params: FullResParams) -> np.ndarray:
     """Weights (K,h,w) at the working size → (K,H,W) at the size of guides (K,H,W), along the guides' edges.
@@ -67,9 +47,10 @@ def upsample_weights(weights: np.ndarray, guides_small: np.ndarray, guides: np.n
     """
     size = guides.shape[-2:]
     out = np.empty(guides.shape, np.float32)
-    for k in range(len(weights)):
-        a, b = guided_coefficients(guides_small[k], weights[k], params.radius, params.eps)
-        out[k] = resize_to(a, size, False) * guides[k] + resize_to(b, size, False)
+    for k in range(len(weights)):  # the fast guided filter: coefficients at the working size, applied at full size
+        a, b = (imaging.resize(c.astype(np.float32), size, cv2.INTER_LINEAR)
+                for c in guided_coefficients(guides_small[k], weights[k], params.radius, params.eps))
+        out[k] = a * guides[k] + b
     np.clip(out, 0.0, 1.0, out=out)
     total = out.sum(0, keepdims=True)
     uniform = total < 1e-6  # every weight clipped to 0: fall back to equal shares
@@ -115,11 +96,11 @@ def reconstruct(fused_small: np.ndarray, weights_small: np.ndarray, sources: np.
     small = fused_small.shape
     if tuple(size) == tuple(small):
         return fused_small, weights_small
-    sources_small = np.stack([resize_to(c, small, True) for c in sources])  # (K,h,w)
+    sources_small = np.stack([imaging.resize(c, small) for c in sources])  # (K,h,w)
     weights = upsample_weights(weights_small, sources_small, sources, params)  # (K,H,W)
-    details = sources - np.stack([resize_to(c, size, False) for c in sources_small])  # (K,H,W)
+    details = sources - np.stack([imaging.resize(c, size, cv2.INTER_LINEAR) for c in sources_small])  # (K,H,W)
     if params.shrink > 0:
         details = np.stack([shrink(d, params.shrink * noise_sigma(c)) for d, c in zip(details, sources, strict=True)])
     dw = detail_weights(details, weights, params)
-    fused = resize_to(fused_small.astype(np.float32), size, False) + (dw * details).sum(0)
+    fused = imaging.resize(fused_small.astype(np.float32), size, cv2.INTER_LINEAR) + (dw * details).sum(0)
     return np.clip(fused, 0.0, 1.0), weights

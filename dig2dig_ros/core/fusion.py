@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -154,8 +154,8 @@ class Fuser:
             fill = (sources * masks).sum(0) / np.maximum(covered, 1)  # mean of the sources with data
             sources = np.where(masks > 0, sources, np.where(covered > 0, fill, sources)).astype(np.float32)
         work = imaging.working_size(size, self.config.max_side)
-        small = np.stack([fullres.resize_to(y, work, True) for y in sources])  # (K,h,w)
-        masks_small = None if masks is None else np.stack([fullres.resize_to(m, work, True) for m in masks])
+        small = np.stack([imaging.resize(y, work) for y in sources])  # (K,h,w)
+        masks_small = None if masks is None else np.stack([imaging.resize(m, work) for m in masks])
         return Prepared(sources, small, list(chromas), masks, masks_small)
 
     def _classical(self, sources: np.ndarray) -> np.ndarray:
@@ -199,14 +199,13 @@ class Fuser:
     def _sample(self, sources: torch.Tensor, generator: torch.Generator, valid: torch.Tensor | None,
                 should_stop: Callable[[], bool] | None, warm: WarmStart | None) -> dict:
         cfg = self.config
-        guidance_cfg = cfg.guidance if cfg.method != "ddfm" else type(cfg.guidance)(**{**vars(cfg.guidance),
-                                                                                       "mode": "ddfm"})
+        guidance_cfg = replace(cfg.guidance, mode="ddfm") if cfg.method == "ddfm" else cfg.guidance
         c, (h, w) = self.prior.channels, sources.shape[-2:]
         x = torch.randn((1, c, h, w), generator=generator, device=self.device, dtype=sources.dtype)
         start = 0
         if warm is not None and warm.sample.shape == x.shape and 0 < warm.start < len(self.timesteps):
             start = warm.start
-            ab = alpha_bar(self.prior.alphas_cumprod.double().cpu(), self.timesteps[start])
+            ab = alpha_bar(self.prior.alphas_host, self.timesteps[start])
             x = noise_to(warm.sample.to(self.device, sources.dtype), ab, generator)
         weighting = make_weighting(self.prior, sources, self.timesteps, cfg.dig, cfg.method == "dig", generator, valid)
         if start > 0 and isinstance(weighting, DigWeighting):
@@ -222,7 +221,7 @@ class Fuser:
     def _blend(self, sources: torch.Tensor, generator: torch.Generator, valid: torch.Tensor | None) -> dict:
         """DIG weights from the probes of the sampler's last weight update (one batched prior call), then y*."""
         cfg = self.config
-        weighting = DigWeighting(cfg.dig, self.timesteps, sources, self.prior.alphas_cumprod, self.prior.channels,
+        weighting = DigWeighting(cfg.dig, self.timesteps, sources, self.prior.alphas_host, self.prior.channels,
                                  generator, valid)
         last = max(i for i in range(len(self.timesteps)) if weighting.is_update(i))
         probes = weighting.probes(last)

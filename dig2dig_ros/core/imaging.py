@@ -111,13 +111,13 @@ def common_size(images: list[np.ndarray], policy: str) -> tuple[int, int]:
     raise ImageError(f"source sizes differ ({listed}); set a resize policy (first, largest, smallest)")
 
 
-def resize(img: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Resize to (H, W): area averaging when shrinking, bicubic when enlarging."""
+def resize(img: np.ndarray, size: tuple[int, int], upsample: int = cv2.INTER_CUBIC) -> np.ndarray:
+    """Resize to (H, W): area averaging when shrinking, `upsample` (an OpenCV interpolation) when enlarging."""
     h, w = size
     if img.shape[:2] == (h, w):
         return img
     shrink = h * w < img.shape[0] * img.shape[1]
-    return cv2.resize(img, (w, h), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_CUBIC)
+    return cv2.resize(img, (w, h), interpolation=cv2.INTER_AREA if shrink else upsample)
 
 
 def working_size(size: tuple[int, int], max_side: int) -> tuple[int, int]:

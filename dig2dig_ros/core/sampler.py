@@ -105,7 +105,7 @@ def sample(
     should_stop: Callable[[], bool] | None = None,
 ) -> SampleResult:
     """Run the reverse steps timesteps[start:] from x (1,C,H,W), the sample at timesteps[start]."""
-    ac = prior.alphas_cumprod.double().cpu()  # scalar ᾱ reads below cost no device sync
+    ac = prior.alphas_host  # (T,) float64 on the CPU
     calls = 0
     for i in range(start, len(timesteps)):
         if should_stop is not None and should_stop():
@@ -140,7 +140,7 @@ def make_weighting(prior: Prior, sources: torch.Tensor, timesteps: list[int], di
     """DIG weights (dynamic) or fixed 1/K weights for sources (K,1,H,W), zero where valid (K,1,H,W) is 0."""
     if not dynamic:
         return StaticWeighting(mask_weights(torch.full_like(sources, 1.0 / sources.shape[0]), valid))
-    return DigWeighting(dig, timesteps, sources, prior.alphas_cumprod, prior.channels, generator, valid)
+    return DigWeighting(dig, timesteps, sources, prior.alphas_host, prior.channels, generator, valid)
 
 
 @torch.no_grad()

@@ -27,6 +27,14 @@ class Prior(torch.nn.Module):
         ac = linear_alphas_cumprod() if alphas_cumprod is None else alphas_cumprod.to(torch.float64)
         self.register_buffer("alphas_cumprod", ac, persistent=False)
 
+    @property
+    def alphas_host(self) -> torch.Tensor:
+        """``alphas_cumprod`` as float64 on the CPU, copied once per prior: scalar ᾱ reads cost no device sync."""
+        cached = self.__dict__.get("_alphas_host")
+        if cached is None or cached.shape != self.alphas_cumprod.shape:
+            cached = self.__dict__["_alphas_host"] = self.alphas_cumprod.detach().double().cpu()
+        return cached
+
     def forward(self, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """ε̂ for x_t (B,C,H,W) at integer timesteps t (B,); returns (B,C,H,W) in x_t's dtype."""
         raise NotImplementedError
