@@ -4,8 +4,9 @@ import cv2
 import numpy as np
 
 from dig2dig_ros.core.config import FusionConfig, with_overrides
-from dig2dig_ros.core.fullres import FullResParams, noise_sigma, reconstruct, shrink, upsample_weights
+from dig2dig_ros.core.fullres import FullResParams, reconstruct, shrink, upsample_weights
 from dig2dig_ros.core.fusion import Fuser
+from dig2dig_ros.core.imaging import noise_sigma
 from dig2dig_ros.core.priors.wiener import WienerPrior
 
 

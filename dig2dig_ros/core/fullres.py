@@ -23,9 +23,6 @@ import numpy as np
 from dig2dig_ros.core import imaging
 from dig2dig_ros.core.classical import guided_coefficients
 
-# MAD → σ for Gaussian noise (Donoho & Johnstone 1994).
-MAD_TO_SIGMA = 1 / 0.6745
-
 
 @dataclass(frozen=True)
 class FullResParams:
@@ -56,14 +53,6 @@ def upsample_weights(weights: np.ndarray, guides_small: np.ndarray, guides: np.n
     uniform = total < 1e-6  # every weight clipped to 0: fall back to equal shares
     out = np.where(uniform, 1.0 / len(out), out / np.maximum(total, 1e-6))
     return out.astype(np.float32, copy=False)
-
-
-def noise_sigma(x: np.ndarray) -> float:
-    """Donoho's estimate of additive Gaussian noise σ in x (H,W): MAD of the finest diagonal Haar band / 0.6745."""
-    h, w = (x.shape[0] // 2) * 2, (x.shape[1] // 2) * 2
-    q = x[:h, :w]
-    hh = (q[0::2, 0::2] - q[0::2, 1::2] - q[1::2, 0::2] + q[1::2, 1::2]) / 2
-    return float(np.median(np.abs(hh))) * MAD_TO_SIGMA
 
 
 def shrink(detail: np.ndarray, threshold: float) -> np.ndarray:
@@ -100,7 +89,8 @@ def reconstruct(fused_small: np.ndarray, weights_small: np.ndarray, sources: np.
     weights = upsample_weights(weights_small, sources_small, sources, params)  # (K,H,W)
     details = sources - np.stack([imaging.resize(c, size, cv2.INTER_LINEAR) for c in sources_small])  # (K,H,W)
     if params.shrink > 0:
-        details = np.stack([shrink(d, params.shrink * noise_sigma(c)) for d, c in zip(details, sources, strict=True)])
+        thresholds = [params.shrink * imaging.noise_sigma(c) for c in sources]
+        details = np.stack([shrink(d, t) for d, t in zip(details, thresholds, strict=True)])
     dw = detail_weights(details, weights, params)
     fused = imaging.resize(fused_small.astype(np.float32), size, cv2.INTER_LINEAR) + (dw * details).sum(0)
     return np.clip(fused, 0.0, 1.0), weights

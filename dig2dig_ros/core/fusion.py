@@ -182,7 +182,8 @@ class Fuser:
         if cfg.method == "dig-blend":
             out = self._blend(sources, generator, valid_t)
         else:
-            out = self._sample(sources, generator, valid_t, should_stop, warm)
+            noise = max(imaging.noise_sigma(c) for c in y)  # the sources' noise σ, from the host copy
+            out = self._sample(sources, generator, valid_t, should_stop, warm, noise)
         lum = imaging.to_output(out["luminance"][0, 0, :h, :w].cpu().numpy(), cfg.output_range)
         history = out["history"]
         return FusionResult(
@@ -197,7 +198,7 @@ class Fuser:
         )
 
     def _sample(self, sources: torch.Tensor, generator: torch.Generator, valid: torch.Tensor | None,
-                should_stop: Callable[[], bool] | None, warm: WarmStart | None) -> dict:
+                should_stop: Callable[[], bool] | None, warm: WarmStart | None, noise: float) -> dict:
         cfg = self.config
         guidance_cfg = replace(cfg.guidance, mode="ddfm") if cfg.method == "ddfm" else cfg.guidance
         c, (h, w) = self.prior.channels, sources.shape[-2:]
@@ -211,8 +212,9 @@ class Fuser:
         if start > 0 and isinstance(weighting, DigWeighting):
             weighting.skip_to(start)
         try:
-            out = sample(self.prior, x, self.timesteps, weighting, make_guidance(sources, guidance_cfg), start=start,
-                         eta=cfg.sampler.eta, generator=generator, should_stop=should_stop)
+            guidance = make_guidance(sources, guidance_cfg, noise)
+            out = sample(self.prior, x, self.timesteps, weighting, guidance, start=start, eta=cfg.sampler.eta,
+                         generator=generator, should_stop=should_stop)
         except SamplingCancelled as exc:
             raise FusionCancelled(str(exc)) from exc
         return {"luminance": out.luminance, "weights": out.weights, "history": out.history,

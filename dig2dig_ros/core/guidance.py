@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import torch
 
+from dig2dig_ros.core import imaging
 from dig2dig_ros.core.config import GuidanceConfig
 
 # Guidance works on luminance in [−1,1]: σ_d in grey levels of [0,1] doubles there.
@@ -84,24 +85,20 @@ def guidance_target(sources: torch.Tensor, weights: torch.Tensor, config: Guidan
     return y[..., :h, :w]
 
 
-def noise_level(sources: torch.Tensor) -> torch.Tensor:
-    """Donoho's MAD estimate of each source's Gaussian noise σ from its finest diagonal Haar band: (K,) in the
-    sources' units."""
-    h, w = (sources.shape[-2] // 2) * 2, (sources.shape[-1] // 2) * 2
-    q = sources[..., :h, :w]
-    hh = (q[..., 0::2, 0::2] - q[..., 0::2, 1::2] - q[..., 1::2, 0::2] + q[..., 1::2, 1::2]) / 2
-    return hh.abs().flatten(1).median(dim=1).values / 0.6745
-
-
 class ProximalGuidance:
     """`weighted` guidance: the proximal step y' = argmin ρ_t‖y − y0‖² + E(y), anchored at the prior's estimate."""
 
-    def __init__(self, sources: torch.Tensor, config: GuidanceConfig) -> None:
+    def __init__(self, sources: torch.Tensor, config: GuidanceConfig, noise_sigma: float | None = None) -> None:
+        """noise_sigma: the sources' largest noise σ in [0,1] grey units (imaging.noise_sigma), if the caller
+        has it on the host already; otherwise it is estimated here from the sources."""
         self.sources, self.config = sources, config  # (K,1,H,W) in [−1,1]
         h, w = sources.shape[-2:]
         self.size = (h, w)
         self.laplace = config.grad_weight * laplace_symbol(h, w, sources)  # (2H, W+1)
-        estimated = config.noise_scale * float(noise_level(sources).max()) if config.noise_scale > 0 else 0.0
+        if noise_sigma is None and config.noise_scale > 0:
+            host = ((sources[:, 0] + 1) / 2).cpu().numpy()  # (K,H,W) in [0,1]
+            noise_sigma = max(imaging.noise_sigma(c) for c in host)
+        estimated = config.noise_scale * UNIT_TO_SIGNED * (noise_sigma or 0.0)
         self.data_sigma = max(UNIT_TO_SIGNED * config.data_sigma, estimated)  # σ_d in [−1,1] units
         self._weights: torch.Tensor | None = None
         self._rhs: torch.Tensor | None = None  # rfft2 of E's linear term, refreshed with the weights
@@ -126,7 +123,7 @@ class DdfmGuidance:
 
     LAMBDA, RHO = 0.5, 0.01  # DDFM's defaults
 
-    def __init__(self, sources: torch.Tensor, config: GuidanceConfig) -> None:
+    def __init__(self, sources: torch.Tensor, config: GuidanceConfig, noise_sigma: float | None = None) -> None:
         if sources.shape[0] != 2:
             raise ValueError(f"ddfm guidance fuses exactly two sources (infrared, visible), got {sources.shape[0]}")
         self.ir, self.vis = sources[:1], sources[1:]  # (1,1,H,W)
@@ -167,7 +164,7 @@ class DdfmGuidance:
 GUIDANCE = {"weighted": ProximalGuidance, "ddfm": DdfmGuidance}
 
 
-def make_guidance(sources: torch.Tensor, config: GuidanceConfig):
-    """The guidance object of config.mode for sources (K,1,H,W) in [−1,1]."""
-    return GUIDANCE[config.mode](sources, config)
+def make_guidance(sources: torch.Tensor, config: GuidanceConfig, noise_sigma: float | None = None):
+    """The guidance object of config.mode for sources (K,1,H,W) in [−1,1] (noise_sigma: see ProximalGuidance)."""
+    return GUIDANCE[config.mode](sources, config, noise_sigma)
 

@@ -8,6 +8,7 @@ import cv2
 import numpy as np
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")  # what folder readers pick up
+MAD_TO_SIGMA = 1 / 0.6745  # median absolute deviation → σ for Gaussian noise (Donoho & Johnstone 1994)
 
 
 class ImageError(ValueError):
@@ -118,6 +119,14 @@ def resize(img: np.ndarray, size: tuple[int, int], upsample: int = cv2.INTER_CUB
         return img
     shrink = h * w < img.shape[0] * img.shape[1]
     return cv2.resize(img, (w, h), interpolation=cv2.INTER_AREA if shrink else upsample)
+
+
+def noise_sigma(x: np.ndarray) -> float:
+    """Donoho's estimate of additive Gaussian noise σ in x (H,W): MAD of the finest diagonal Haar band / 0.6745."""
+    h, w = (x.shape[0] // 2) * 2, (x.shape[1] // 2) * 2
+    q = x[:h, :w]
+    hh = (q[0::2, 0::2] - q[0::2, 1::2] - q[1::2, 0::2] + q[1::2, 1::2]) / 2
+    return float(np.median(np.abs(hh))) * MAD_TO_SIGMA
 
 
 def working_size(size: tuple[int, int], max_side: int) -> tuple[int, int]:
