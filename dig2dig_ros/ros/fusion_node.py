@@ -26,8 +26,8 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from rclpy.qos_overriding_options import QoSOverridingOptions
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
+from dig2dig_ros.core import imaging
 from dig2dig_ros.core.fusion import Fuser, FusionCancelled, FusionResult
-from dig2dig_ros.core.imaging import weight_overlay
 from dig2dig_ros.core.priors import PriorError, load_prior
 from dig2dig_ros.core.registration import register_pair
 from dig2dig_ros.core.thermal import ThermalSettings, prepare_infrared
@@ -311,10 +311,10 @@ class FusionNode(Node):
         # The output always has the reference camera's size: the other frame is resized to it.
         if reference == "visible":
             target, other = (h_vis, w_vis), "infrared"
-            ir = _resize(ir, target)
+            ir = imaging.resize(ir, target, cv2.INTER_LINEAR)
         else:
             target, other = (h_ir, w_ir), "visible"
-            vis = _resize(vis, target)
+            vis = imaging.resize(vis, target, cv2.INTER_LINEAR)
         warning = ""
         if abs((w_ir / h_ir) / (w_vis / h_vis) - 1.0) > ASPECT_TOLERANCE:
             warning = (f"stretching the {other} frame to {target[1]}x{target[0]} (infrared {w_ir}x{h_ir}, visible "
@@ -356,7 +356,7 @@ class FusionNode(Node):
             if self.pub_overlay.get_subscription_count():
                 shown = result.weights[0 if values["overlay_source"] == "ir" else 1]
                 self.pub_overlay.publish(
-                    conversions.numpy_to_image(weight_overlay(result.fused, shown), "bgr8", header))
+                    conversions.numpy_to_image(imaging.weight_overlay(result.fused, shown), "bgr8", header))
         return True
 
     def _count(self, key: str) -> None:
@@ -453,12 +453,6 @@ def scaled_camera_info(info: CameraInfo, width: int, height: int, header: Any) -
 def _size_problem(ir: tuple[int, int], vis: tuple[int, int]) -> str:
     return (f"infrared {ir[0]}x{ir[1]} and visible {vis[0]}x{vis[1]} differ (set ir.homography to register "
             "the cameras, or the resize parameter to fuse them anyway)")
-
-
-def _resize(img: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    h, w = size
-    shrink = h * w < img.shape[0] * img.shape[1]
-    return cv2.resize(img, (w, h), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
 
 
 def _qos_kwargs(profile: QoSProfile) -> dict[str, Any]:
