@@ -27,6 +27,7 @@ from rclpy.qos_overriding_options import QoSOverridingOptions
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
 from dig2dig_ros.core import imaging
+from dig2dig_ros.core.imaging import weight_overlay  # a module name: the subscriber-count test counts its calls
 from dig2dig_ros.core.fusion import Fuser, FusionCancelled, FusionResult
 from dig2dig_ros.core.priors import PriorError, load_prior
 from dig2dig_ros.core.registration import register_pair
@@ -356,7 +357,7 @@ class FusionNode(Node):
             if self.pub_overlay.get_subscription_count():
                 shown = result.weights[0 if values["overlay_source"] == "ir" else 1]
                 self.pub_overlay.publish(
-                    conversions.numpy_to_image(imaging.weight_overlay(result.fused, shown), "bgr8", header))
+                    conversions.numpy_to_image(weight_overlay(result.fused, shown), "bgr8", header))
         return True
 
     def _count(self, key: str) -> None:
