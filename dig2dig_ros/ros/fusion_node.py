@@ -27,8 +27,8 @@ from rclpy.qos_overriding_options import QoSOverridingOptions
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
 from dig2dig_ros.core import imaging
-from dig2dig_ros.core.imaging import weight_overlay  # a module name: the subscriber-count test counts its calls
 from dig2dig_ros.core.fusion import Fuser, FusionCancelled, FusionResult
+from dig2dig_ros.core.imaging import weight_overlay  # a module name: the subscriber-count test counts its calls
 from dig2dig_ros.core.priors import PriorError, load_prior
 from dig2dig_ros.core.registration import register_pair
 from dig2dig_ros.core.thermal import ThermalSettings, prepare_infrared
