@@ -21,8 +21,12 @@ def _textured(h=48, w=64, seed=0):
     return (img / img.abs().max()).clamp(-1, 1)  # (1,1,H,W)
 
 
+SHARP = 2.0  # a softmax temperature at which the weights clearly depart from uniform (the default is softer)
+
+
 def _run(sources, dig=None, dynamic=True, seed=0, prior=None):
-    return sample_dig(prior or WienerPrior(), sources, TS, dig or DigConfig(interval=2), GuidanceConfig(),
+    return sample_dig(prior or WienerPrior(), sources, TS, dig or DigConfig(interval=2, temperature=SHARP),
+                      GuidanceConfig(),
                       dynamic_weights=dynamic, generator=torch.Generator().manual_seed(seed))
 
 
@@ -30,7 +34,8 @@ def _run(sources, dig=None, dynamic=True, seed=0, prior=None):
                                                       ("xt", "ahead", "l2"), ("x0", "ahead", "ssim")])
 def test_weights_are_a_partition_of_unity(space, direction, distance):
     sources = torch.cat([_textured(seed=1), _textured(seed=2) * 0.3])
-    out = _run(sources, DigConfig(interval=2, space=space, direction=direction, distance=distance))
+    out = _run(sources, DigConfig(interval=2, space=space, direction=direction, distance=distance,
+                              temperature=SHARP))
     w = out.weights
     assert w.shape == sources.shape
     assert torch.all(w >= 0) and torch.all(w <= 1)

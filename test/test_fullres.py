@@ -39,7 +39,8 @@ def test_weights_follow_the_sources_edges_so_a_hot_target_has_no_halo():
     ring[40:88, 60:100] = False  # a 6-pixel ring just outside the hot square
     inside = {}
     for radius in (0, 8):  # without and with the guided refinement of the DIG weights at the working size
-        settings = {"method": "dig", "max_side": 80, "sampler.steps": 4, "dig.interval": 2, "dig.refine_radius": radius}
+        settings = {"method": "dig", "max_side": 80, "sampler.steps": 4, "dig.interval": 2, "dig.refine_radius": radius,
+                    "dig.temperature": 2.0}  # sharp weights: the halo is what refinement must remove
         fuser = Fuser(with_overrides(FusionConfig(), settings), prior=WienerPrior(), device="cpu")
         out = fuser(list(sources))
         inside[radius] = (out.weights[0][ring].mean(), out.weights[0][44:84, 64:96].mean())

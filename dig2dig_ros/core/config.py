@@ -38,7 +38,7 @@ class DigConfig:
     space: str = "x0"  # x0: distances of the prior's clean estimates | xt: the literal reading
     distance: str = "l1"  # l2 | l1 | ssim (l1 chosen in docs/EVALUATION.md)
     direction: str = "ahead"  # ahead: gain over the coming k steps | behind: gain since the last update
-    temperature: float = 2.0  # softmax temperature, in units of the mean gain difference (docs/EVALUATION.md)
+    temperature: float = 8.0  # softmax temperature, in units of the mean gain difference (docs/EVALUATION.md)
     pool_sigma: float = 1 / 32  # Gaussian pooling σ as a fraction of the image's long side
     refine_radius: int = 8  # guided filter (by each source) of the weights, radius in working-size pixels (0: off)
     refine_eps: float = 0.01  # its regulariser, on sources in [−1,1]
