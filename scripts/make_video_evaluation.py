@@ -25,7 +25,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
@@ -54,25 +54,31 @@ class Setup:
     prior: Prior
     device: str
     max_side: int
+    overrides: dict = field(default_factory=dict)  # --set key=value, applied to every method's configuration
 
 
 def _per_frame(method: str) -> Callable[[Setup], FrameFn]:
     """A factory for a stateless Fuser method: each frame fused on its own, the stamp ignored."""
 
     def make(setup: Setup) -> FrameFn:
-        config = with_overrides(FusionConfig(), {"method": method, "max_side": setup.max_side})
+        config = with_overrides(FusionConfig(), {**setup.overrides, "method": method, "max_side": setup.max_side})
         fuser = Fuser(config, prior=setup.prior, device=setup.device)
         return lambda images, stamp: fuser(images).fused
 
     return make
 
 
-def _video_mode(setup: Setup) -> FrameFn:
-    """Video (warm-start) mode: VideoFuser(Fuser(config, prior, device))(images, stamp), fresh per sequence."""
-    from dig2dig_ros.core.video import VideoFuser  # absent: the row is skipped (see video_mode_available)
+def _video_mode(method: str) -> Callable[[Setup], FrameFn]:
+    """A factory for video mode: VideoFuser(Fuser(config, prior, device))(images, stamp), fresh per sequence."""
 
-    config = with_overrides(FusionConfig(), {"method": "dig", "max_side": setup.max_side, "video.enabled": True})
-    return _VideoFrames(VideoFuser(Fuser(config, prior=setup.prior, device=setup.device)))
+    def make(setup: Setup) -> FrameFn:
+        from dig2dig_ros.core.video import VideoFuser  # absent: the row is skipped (see video_mode_available)
+
+        settings = {**setup.overrides, "method": method, "max_side": setup.max_side, "video.enabled": True}
+        config = with_overrides(FusionConfig(), settings)
+        return _VideoFrames(VideoFuser(Fuser(config, prior=setup.prior, device=setup.device)))
+
+    return make
 
 
 class _VideoFrames:
@@ -102,12 +108,15 @@ def video_mode_available() -> bool:
 METHODS: dict[str, tuple[Callable[[Setup], FrameFn], str]] = {
     "dig-blend": (_per_frame("dig-blend"), "the node's default: closed form under DIG weights, one prior call"),
     "dig": (_per_frame("dig"), "the DIG-15 sampler, each frame from noise"),
-    "dig-video": (_video_mode, "the DIG-15 sampler in video mode: warm start from the previous fused frame"),
+    "dig-blend-video": (_video_mode("dig-blend"), "the default in video mode: DIG measured every `video.dig_every` "
+                        "frames, its gain reused between; output stabilised against the previous one (temporal.py)"),
+    "dig-video": (_video_mode("dig"), "the DIG-15 sampler in video mode: warm start from the previous fused frame, "
+                  "output stabilised as above"),
     "static": (_per_frame("static"), "same sampler, fixed weights 1/K"),
     "average": (_per_frame("average"), "pixel average"),
     "gff": (_per_frame("gff"), "guided-filter fusion (classical)"),
 }
-DEFAULT_METHODS = "dig-blend,dig,dig-video,static,average,gff"
+DEFAULT_METHODS = "dig-blend,dig-blend-video,dig,dig-video,static,average,gff"
 
 
 @dataclass
@@ -238,6 +247,9 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--data", type=Path, default=DEFAULT_DATA)
     p.add_argument("--max-frames", type=int, default=0, help="first N frames of each sequence (0: all)")
+    p.add_argument("--skip-frames", type=int, default=0, help="start at this frame (e.g. a tuning stretch)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="a fusion setting for every method, e.g. video.temporal_strength=0.5 (repeatable)")
     p.add_argument("--threads", type=int, default=1, help="torch and OpenCV threads")
     p.add_argument("--max-side", type=int, default=320, help="working size (the node's default working_size)")
     p.add_argument("--prior", default="bundled")
@@ -267,11 +279,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"no sequences under {args.data / 'sequences'}", file=sys.stderr)
         return 2
 
-    setup = Setup(prior=load_prior(args.prior, args.device), device=args.device, max_side=args.max_side)
+    overrides = dict(item.split("=", 1) for item in args.set)
+    setup = Setup(prior=load_prior(args.prior, args.device), device=args.device, max_side=args.max_side,
+                  overrides=overrides)
     warm_up(methods, setup)
     rows: list[Row] = []
     for folder in sequences:
-        stems, ir, vis = read_sequence(folder, args.max_frames)
+        stems, ir, vis = read_sequence(folder, args.max_frames + args.skip_frames if args.max_frames else 0)
+        stems, ir, vis = stems[args.skip_frames :], ir[args.skip_frames :], vis[args.skip_frames :]
         if len(stems) < 2:
             notes.append(f"- {folder.name}: fewer than two frames, skipped.")
             continue
@@ -285,7 +300,8 @@ def main(argv: list[str] | None = None) -> int:
 Generated by `.venv/bin/python {command.strip()}` on {datetime.date.today()} (commit {_commit()}, {platform.machine()},
 torch {torch.__version__}, {args.threads} thread(s), device {args.device}, prior `{args.prior}`, working size
 {args.max_side} px, DIG-15 defaults of `dig2dig_ros/core/config.py`). Sequences: `../shared/data/sequences/`
-(M3SVD 0117_1605, TNO Duine, TNO Nato camp; see its README), the first {args.max_frames or "all"} frames of each.
+(M3SVD 0117_1605, TNO Duine, TNO Nato camp; see its README), {args.max_frames or "all"} frames of each from frame
+{args.skip_frames}{"; settings " + str(overrides) if overrides else ""}.
 
 Methods:
 {what}

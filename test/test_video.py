@@ -4,6 +4,7 @@ import cv2
 import numpy as np
 import pytest
 
+from dig2dig_ros.core import temporal
 from dig2dig_ros.core.config import FusionConfig, with_overrides
 from dig2dig_ros.core.fusion import Fuser
 from dig2dig_ros.core.priors.wiener import WienerPrior
@@ -72,3 +73,72 @@ def test_video_mode_off_fuses_every_frame_from_noise():
     video = VideoFuser(Fuser(config, prior=WienerPrior(), device="cpu"))
     for i, frame in enumerate(_frames(3)):
         assert video(list(frame), stamp=i * 0.04).prior_calls == 6
+
+
+def _blend_video(**video_settings) -> VideoFuser:
+    settings = {"method": "dig-blend", "video.enabled": True, **{f"video.{k}": v for k, v in video_settings.items()}}
+    return VideoFuser(Fuser(with_overrides(FusionConfig(), settings), prior=WienerPrior(), device="cpu"))
+
+
+def test_dig_blend_video_measures_dig_every_nth_frame_and_reuses_the_gain_between():
+    video = _blend_video(dig_every=3)
+    calls, reasons = [], []
+    for i, frame in enumerate(_frames(7)):
+        out = video(list(frame), stamp=i * 0.04)
+        calls.append(out.prior_calls)
+        reasons.append(video.last_reason)
+        assert np.allclose(out.weights.sum(0), 1, atol=1e-5)
+    assert reasons == ["first frame"] + ["warm"] * 6
+    assert calls == [1, 0, 0, 1, 0, 0, 1]
+    # a reused gain is refined along the current frame's sources: the weights move with the scene
+    per_frame = video.fuser(list(_frames(7)[5]))
+    assert out.weights.shape == per_frame.weights.shape
+
+
+def test_dig_blend_video_falls_back_to_a_measured_frame_on_a_scene_change():
+    video = _blend_video(dig_every=100)
+    frames = _frames()
+    video(list(frames[0]), stamp=0.0)
+    assert video(list(frames[1]), stamp=0.04).prior_calls == 0
+    out = video(list(_frames(seed=9)[0]), stamp=0.08)
+    assert video.last_reason.startswith("scene changed") and out.prior_calls == 1
+
+
+def _noisy_static_scene(n=6, sigma=8.0, seed=0):
+    """One scene, new sensor noise on every frame: anything that changes between frames is flicker."""
+    rng = np.random.default_rng(seed)
+    ir, vis = _frames(1, seed=seed)[0]
+    return [tuple(np.clip(x + rng.normal(0, sigma, x.shape), 0, 255).astype(np.uint8) for x in (ir, vis))
+            for _ in range(n)]
+
+
+def test_temporal_stabilisation_reduces_frame_to_frame_change_and_off_changes_nothing():
+    frames = _noisy_static_scene()
+    change = {}
+    for strength in (0.0, 0.6):
+        video = _blend_video(dig_every=1, temporal_strength=strength, temporal_sigma=0.1)
+        lum = [video(list(f), stamp=i * 0.04).luminance for i, f in enumerate(frames)]
+        change[strength] = float(np.mean([np.abs(a - b).mean() for a, b in zip(lum[1:], lum[2:], strict=False)]))
+        if strength == 0.0:
+            per_frame = [video.fuser(list(f)).luminance for f in frames]
+            assert all(np.array_equal(a, b) for a, b in zip(lum, per_frame, strict=True))
+    assert change[0.6] < 0.7 * change[0.0]
+
+
+def test_stabilise_follows_motion_and_lets_a_changed_region_through():
+    rng = np.random.default_rng(1)
+    scene = cv2.GaussianBlur(rng.random((64, 96)).astype(np.float32), (0, 0), 2)
+    scene = cv2.normalize(scene, None, 0, 1, cv2.NORM_MINMAX)
+    previous, current = scene[:, 4:68].copy(), scene[:, 0:64].copy()  # the camera panned 4 px left
+    guide = [np.clip(x * 255, 0, 255).astype(np.uint8) for x in (current, previous)]
+    map_x, map_y = temporal.MotionCompensator().coordinates(*guide)
+    inner = (slice(8, -8), slice(12, -8))
+    assert np.abs(map_x - np.arange(64)[None, :] + 4)[inner].mean() < 0.5  # where each pixel was: 4 px to the left
+    out = temporal.stabilise(current, previous, map_x, map_y, strength=1.0, sigma=1.0)
+    assert np.abs(out - current)[inner].mean() < 0.02  # warped along the motion: no ghost of the old position
+    unwarped = temporal.stabilise(current, previous, *np.meshgrid(np.arange(64, dtype=np.float32),
+                                                                  np.arange(64, dtype=np.float32)), 1.0, 1.0)
+    assert np.abs(unwarped - current)[inner].mean() > 0.05  # what no motion compensation would do
+    changed = np.ones_like(current)  # a frame that disagrees everywhere by far more than sigma
+    out = temporal.stabilise(changed, 0.3 * previous, map_x, map_y, 1.0, 0.05)
+    np.testing.assert_allclose(out, changed, atol=1e-3)

@@ -69,10 +69,14 @@ class FullResConfig:
 
 @dataclass
 class VideoConfig:
-    """Video mode (video.py): warm-start each frame's sampler from the previous fused frame."""
+    """Video mode (video.py): each frame starts from the previous one (sampler: warm start; dig-blend: the DIG
+    gain carried over), and the fused frame is stabilised against the previous output (temporal.py)."""
 
-    enabled: bool = False  # off: every frame from noise (on: faster, but no less flicker: docs/VIDEO.md)
+    enabled: bool = False  # off: every frame on its own (docs/VIDEO.md)
     start_step: int = 10  # the sampler step a warm frame starts at (of sampler.steps; DIG-15: 5 steps remain)
+    dig_every: int = 4  # dig-blend: frames per DIG measurement (one prior call); the frames between reuse its gain
+    temporal_strength: float = 0.3  # a: share of the motion-compensated previous output kept (0: off)
+    temporal_sigma: float = 0.03  # σ: output difference ([0,1]) beyond which the new frame wins (moving, changed)
     max_change: float = 0.08  # mean absolute change of the sources ([0,1]) above which a frame runs in full
     max_gap: float = 5.0  # seconds between stamps above which a frame runs in full (0: no limit); longer than a
     # slow frame, since a busy node skips the pairs in between
@@ -117,6 +121,9 @@ class FusionConfig:
         _choice("fullres.detail", self.fullres.detail, DETAIL_MODES)
         if self.video.start_step < 1 or self.video.max_change < 0 or self.video.max_gap < 0:
             raise ValueError("video.start_step must be at least 1, video.max_change and video.max_gap >= 0")
+        if self.video.dig_every < 1 or not 0 <= self.video.temporal_strength <= 1 or self.video.temporal_sigma <= 0:
+            raise ValueError("video.dig_every must be at least 1, video.temporal_strength in [0, 1] and "
+                             "video.temporal_sigma > 0")
         if self.dig.refine_radius < 0 or self.dig.refine_eps <= 0:
             raise ValueError("dig.refine_radius must be >= 0 and dig.refine_eps positive")
         if self.fullres.radius < 1 or self.fullres.eps <= 0:

@@ -194,6 +194,19 @@ class DigWeighting:
             self._previous, self._distances = self._distances[t], {}
         return self._set(i, t, gain)
 
+    @property
+    def gain(self) -> torch.Tensor | None:
+        """The DIG gain (K,1,H,W) of the last update, or None before the first."""
+        return self.history[-1].gain if self.history else None
+
+    def set_gain(self, i: int, gain: torch.Tensor) -> torch.Tensor:
+        """The weights (K,1,H,W) at step i from a gain (K,1,H,W) measured elsewhere (a previous video frame),
+        refined along this frame's sources; replaces step i's own record if it has one."""
+        if self.history and self.history[-1].step == i:
+            last = self.history.pop()
+            self.cumulative = self.cumulative - last.gain
+        return self._set(i, self.timesteps[i], gain)
+
     def _set(self, i: int, t: int, gain: torch.Tensor) -> torch.Tensor:
         weights = weights_from_gain(gain, self.config.temperature)
         if self.config.refine_radius > 0:

@@ -51,6 +51,7 @@ class FusionResult:
     seconds: float = 0.0
     prior_calls: int = 0
     sample: torch.Tensor | None = None  # (1,C,H',W') the sampler's final sample (padded working size)
+    gain: torch.Tensor | None = None  # (K,1,H',W') dig-blend: the DIG gain the weights came from (padded)
 
 
 @dataclass
@@ -71,10 +72,17 @@ class Prepared:
 
 @dataclass
 class WarmStart:
-    """Start the sampler from a given clean sample noised to timesteps[start] (video mode)."""
+    """What a video frame takes from the previous one.
 
-    sample: torch.Tensor  # (1,C,H',W') a previous frame's final sample at the padded working size
-    start: int  # the sampler step to start at
+    The sampler starts from ``sample`` noised to timesteps[start]; dig-blend takes the DIG gain from ``gain``
+    instead of measuring it (``measure`` False), or measures it and mixes in ``momentum`` of ``gain``.
+    """
+
+    sample: torch.Tensor | None = None  # (1,C,H',W') a previous frame's final sample at the padded working size
+    start: int = 0  # the sampler step to start at
+    gain: torch.Tensor | None = None  # (K,1,H',W') a previous frame's DIG gain (dig-blend)
+    measure: bool = True  # dig-blend: measure DIG on this frame (one prior call)
+    momentum: float = 0.0  # dig-blend: share of ``gain`` in a new measurement
 
 
 def _classical_methods() -> dict:
@@ -126,11 +134,14 @@ class Fuser:
             if prep.valid is not None:
                 result.weights = mask_weights(torch.from_numpy(result.weights[:, None]),
                                               torch.from_numpy(prep.valid[:, None])).numpy()[:, 0]
-        chroma = self._chroma(prep.chromas, result.weights)
         result.luminance = y
-        result.fused = imaging.merge_luma(y, chroma)
+        result.fused = self.compose(prep, y, result.weights)
         result.seconds = time.perf_counter() - start
         return result
+
+    def compose(self, prep: Prepared, luminance: np.ndarray, weights: np.ndarray | None) -> np.ndarray:
+        """The published frame (uint8, gray or BGR) from a fused luminance (H,W) in [0,1] and the sources' colour."""
+        return imaging.merge_luma(luminance, self._chroma(prep.chromas, weights))
 
     def prepare(self, images: list[np.ndarray], valid: list[np.ndarray | None] | None = None) -> Prepared:
         """The sources' luminance at the input and working sizes, their chroma and validity masks.
@@ -180,7 +191,7 @@ class Fuser:
         self.prior.check_size(*sources.shape[-2:])
         generator = torch.Generator(self.device).manual_seed(cfg.sampler.seed)
         if cfg.method == "dig-blend":
-            out = self._blend(sources, generator, valid_t)
+            out = self._blend(sources, generator, valid_t, warm)
         else:
             noise = max(imaging.noise_sigma(c) for c in y)  # the sources' noise σ, from the host copy
             out = self._sample(sources, generator, valid_t, should_stop, warm, noise)
@@ -195,6 +206,7 @@ class Fuser:
             cumulative_dig=out["cumulative"][:, 0, :h, :w].cpu().numpy(),
             prior_calls=out["calls"],
             sample=out.get("sample"),
+            gain=out.get("gain"),
         )
 
     def _sample(self, sources: torch.Tensor, generator: torch.Generator, valid: torch.Tensor | None,
@@ -204,7 +216,8 @@ class Fuser:
         c, (h, w) = self.prior.channels, sources.shape[-2:]
         x = torch.randn((1, c, h, w), generator=generator, device=self.device, dtype=sources.dtype)
         start = 0
-        if warm is not None and warm.sample.shape == x.shape and 0 < warm.start < len(self.timesteps):
+        if (warm is not None and warm.sample is not None and warm.sample.shape == x.shape
+                and 0 < warm.start < len(self.timesteps)):
             start = warm.start
             ab = alpha_bar(self.prior.alphas_host, self.timesteps[start])
             x = noise_to(warm.sample.to(self.device, sources.dtype), ab, generator)
@@ -220,19 +233,34 @@ class Fuser:
         return {"luminance": out.luminance, "weights": out.weights, "history": out.history,
                 "cumulative": out.cumulative_dig, "calls": out.prior_calls, "sample": out.sample}
 
-    def _blend(self, sources: torch.Tensor, generator: torch.Generator, valid: torch.Tensor | None) -> dict:
-        """DIG weights from the probes of the sampler's last weight update (one batched prior call), then y*."""
+    def _blend(self, sources: torch.Tensor, generator: torch.Generator, valid: torch.Tensor | None,
+               warm: WarmStart | None = None) -> dict:
+        """DIG weights from the probes of the sampler's last weight update (one batched prior call), then y*.
+
+        With a warm start carrying a gain of this size, that gain is reused (no prior call) or, when this frame
+        measures, mixed with the new one.
+        """
         cfg = self.config
         weighting = DigWeighting(cfg.dig, self.timesteps, sources, self.prior.alphas_host, self.prior.channels,
                                  generator, valid)
         last = max(i for i in range(len(self.timesteps)) if weighting.is_update(i))
-        probes = weighting.probes(last)
-        with torch.no_grad():
-            eps = self.prior(*probes) if probes is not None else None
-        weights = weighting.update(last, eps)
+        carried = warm.gain if warm is not None and warm.gain is not None else None
+        if carried is not None and carried.shape != sources.shape:
+            carried = None
+        calls = 0
+        if carried is not None and not warm.measure:
+            weights = weighting.set_gain(last, carried)
+        else:
+            probes = weighting.probes(last)
+            with torch.no_grad():
+                eps = self.prior(*probes) if probes is not None else None
+            calls = int(probes is not None)
+            weights = weighting.update(last, eps)
+            if carried is not None and warm.momentum > 0:
+                weights = weighting.set_gain(last, warm.momentum * carried + (1 - warm.momentum) * weighting.gain)
         y = guidance_target(sources, weights, cfg.guidance).clamp(-1, 1)
         return {"luminance": y, "weights": weights, "history": weighting.history,
-                "cumulative": weighting.cumulative, "calls": int(probes is not None)}
+                "cumulative": weighting.cumulative, "calls": calls, "gain": weighting.gain}
 
     def _chroma(self, chromas: list[np.ndarray | None], weights: np.ndarray | None) -> np.ndarray | None:
         """VIF: the visible source's Cr,Cb (never a thermal palette's). MEF/MFF: the weight-averaged Cr,Cb."""

@@ -1,20 +1,28 @@
-"""Video mode: each frame's sampler starts from the previous fused frame, noised part-way (SDEdit-style).
+"""Video mode: each frame starts from the previous one, and the fused video is stabilised over time.
 
-A camera delivers a sequence, not independent pairs. Frame t starts at sampler step `video.start_step` from the
-previous frame's final sample noised to that step's timestep (SDEdit, Meng et al. ICLR 2022) and runs only the
-remaining steps, with DIG measured at the start step and the guidance as usual. A full run from noise is used
-instead for the first frame, after a time jump (stamps going back, or a gap longer than `video.max_gap`), when
-the scene changed too much (mean absolute change of the sources at the working size above `video.max_change`),
-and when the working size or settings changed.
+A camera delivers a sequence, not independent pairs. What a frame takes from the last one depends on the method:
+
+- the sampler (`dig`, `static`, `ddfm`) starts at step `video.start_step` from the previous frame's final sample
+  noised to that step's timestep (SDEdit, Meng et al. ICLR 2022) and runs only the remaining steps, with DIG
+  measured at the start step and the guidance as usual;
+- `dig-blend` measures DIG (its one prior call) on every `video.dig_every`-th frame and reuses that gain, refined
+  along the current frame's sources, on the frames between.
+
+Then the fused luminance is blended with the previous output carried along the motion (temporal.py), where the
+two agree. A frame is fused on its own instead for the first frame, after a time jump (stamps going back, or a gap
+longer than `video.max_gap`), when the scene changed too much (mean absolute change of the sources at the
+working size above `video.max_change`), and when the working size or settings changed.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
+from dig2dig_ros.core import temporal
 from dig2dig_ros.core.fusion import Fuser, FusionResult, WarmStart
 
 
@@ -24,7 +32,9 @@ class VideoState:
 
     stamp: float | None
     small: np.ndarray  # (K,h,w) the sources at the working size
-    result: FusionResult
+    result: FusionResult  # its luminance is the published (stabilised) one
+    guide: np.ndarray  # (H,W) uint8 the frame the flow is measured on
+    since_measure: int = 0  # dig-blend: frames since DIG was last measured
 
 
 class VideoFuser:
@@ -34,6 +44,7 @@ class VideoFuser:
         self.fuser = fuser
         self.state: VideoState | None = None
         self.last_reason = "first frame"
+        self.motion = temporal.MotionCompensator()
 
     def reset(self) -> None:
         """Forget the previous frame: the next one runs in full."""
@@ -43,7 +54,7 @@ class VideoFuser:
         """Why this frame (sources (K,h,w) at the working size, stamp in seconds) must run from noise, or None."""
         cfg = self.fuser.config.video
         state = self.state
-        if state is None or state.result.sample is None:
+        if state is None or (state.result.sample is None and state.result.gain is None):
             return "first frame"
         if state.small.shape != small.shape:
             return "size changed"
@@ -60,17 +71,32 @@ class VideoFuser:
     def __call__(self, images: list[np.ndarray], stamp: float | None = None,
                  valid: list[np.ndarray | None] | None = None,
                  should_stop: Callable[[], bool] | None = None) -> FusionResult:
-        """Fuse one frame of the sequence (as Fuser.__call__), warm-started from the previous one when it can be."""
+        """Fuse one frame of the sequence (as Fuser.__call__), starting from the previous one when it can."""
         fuser = self.fuser
         cfg = fuser.config.video
-        if fuser.prior is None or fuser.config.method == "dig-blend" or not cfg.enabled:
+        if fuser.prior is None or not cfg.enabled:
             self.last_reason = "video mode off for this method" if cfg.enabled else "video mode off"
             return fuser(images, valid, should_stop)
+        start = time.perf_counter()
         prep = fuser.prepare(images, valid)
         reason = self.cold_reason(prep.small, stamp)
-        start = min(cfg.start_step, len(fuser.timesteps) - 1)
-        warm = None if reason is not None else WarmStart(self.state.result.sample, start)
+        state = self.state
+        warm, since = None, 0
+        if reason is None and fuser.config.method == "dig-blend":
+            since = state.since_measure + 1
+            measure = since >= cfg.dig_every
+            warm = WarmStart(gain=state.result.gain, measure=measure)
+            since = 0 if measure else since
+        elif reason is None:
+            warm = WarmStart(sample=state.result.sample, start=min(cfg.start_step, len(fuser.timesteps) - 1))
         result = fuser.fuse_prepared(prep, should_stop, warm)
+        guide = temporal.flow_guide(prep.sources)
+        if reason is None and cfg.temporal_strength > 0 and state.guide.shape == guide.shape:
+            map_x, map_y = self.motion.coordinates(guide, state.guide)
+            result.luminance = temporal.stabilise(result.luminance, state.result.luminance, map_x, map_y,
+                                                  cfg.temporal_strength, cfg.temporal_sigma)
+            result.fused = fuser.compose(prep, result.luminance, result.weights)
         self.last_reason = reason or "warm"
-        self.state = VideoState(stamp, prep.small, result)
+        self.state = VideoState(stamp, prep.small, result, guide, since)
+        result.seconds = time.perf_counter() - start
         return result
