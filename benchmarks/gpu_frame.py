@@ -106,7 +106,7 @@ class VideoCall:
 def make_call(mode: str, config: FusionConfig, prior: Prior, device: str) -> Callable[[list, float], object]:
     """A per-frame callable (images, stamp) → FusionResult for modes 'blend'/'frame' (Fuser) or 'video'
     (VideoFuser)."""
-    if mode == "video":
+    if mode.endswith("video"):
         return VideoCall(video_fuser_class()(Fuser(config, prior=prior, device=device)))
     fuser = Fuser(config, prior=prior, device=device)
     return lambda images, stamp: fuser(images)
@@ -187,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
     modes = [("blend", 15)] + [("frame", int(n)) for n in args.steps.split(",") if n]
     video = video_fuser_class() is not None and not args.no_video
     if video:
-        modes.append(("video", 15))
+        modes += [("blend-video", 15), ("video", 15)]
 
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     print(
@@ -213,15 +213,16 @@ def main(argv: list[str] | None = None) -> int:
             for mode, steps in modes:
                 config = FusionConfig()  # the node's defaults, then the row's method
                 config.max_side, config.sampler.steps = max_side, steps
-                config.method = "dig-blend" if mode == "blend" else "dig"
-                config.video.enabled = mode == "video"
+                config.method = "dig-blend" if mode.startswith("blend") else "dig"
+                config.video.enabled = mode.endswith("video")
                 label = "dig-blend (node default)" if mode == "blend" else f"DIG-{steps}"
                 reference: Measured | None = None
                 for prec in precisions:
                     call = make_call(mode, config, priors[prec], args.device)
                     got = measure(call, frames, device)
                     if isinstance(call, VideoCall):  # the timed frames: all but the first
-                        label = f"video DIG-{steps}, {call.reasons[1:].count('warm')}/{len(call.reasons) - 1} warm"
+                        what = "dig-blend" if mode == "blend-video" else f"DIG-{steps}"
+                        label = f"video {what}, {call.reasons[1:].count('warm')}/{len(call.reasons) - 1} warm"
                     ms = statistics.median(got.ms)
                     if prec == "fp32":
                         reference, diff, verdict = got, "", ""
