@@ -6,10 +6,11 @@ Prints median and p95 latency, output rate and drop ratio on the current device.
 pair, so a slow device shows up as drops, not as growing latency.
 
     .venv/bin/python benchmarks/node_latency.py [--prior bundled] [--sizes 160,320] [--frames 100] [--rate 25]
-        [--modes default,video,dig,dig-video]
+        [--modes default,per-frame,video,dig,dig-video]
 
-Modes: `default` (config/fusion.yaml as shipped), `video` (the shipped method in video mode), `dig` (the DIG-15
-sampler, each frame from noise), `dig-video` (the sampler in video mode: frames warm-started from the previous one).
+Modes: `default` (config/fusion.yaml as shipped: dig-blend in video mode), `per-frame` and `video` (the shipped
+method with video mode off / on), `dig` (the DIG-15 sampler, each frame from noise), `dig-video` (the sampler in
+video mode: frames warm-started from the previous one).
 """
 
 from __future__ import annotations
@@ -39,7 +40,8 @@ def spin_for(node, seconds: float) -> None:
         rclpy.spin_once(node, timeout_sec=0.005)
 
 
-MODES = {"default": {}, "video": {"video": {"enabled": True}}, "dig": {"method": "dig"},
+MODES = {"default": {}, "per-frame": {"video": {"enabled": False}}, "video": {"video": {"enabled": True}},
+         "dig": {"method": "dig", "video": {"enabled": False}},
          "dig-video": {"method": "dig", "video": {"enabled": True}}}
 PACKAGED = Path(__file__).resolve().parents[1] / "config" / "fusion.yaml"
 

@@ -68,13 +68,14 @@ def _per_frame(method: str) -> Callable[[Setup], FrameFn]:
     return make
 
 
-def _video_mode(method: str) -> Callable[[Setup], FrameFn]:
+def _video_mode(method: str, **settings: object) -> Callable[[Setup], FrameFn]:
     """A factory for video mode: VideoFuser(Fuser(config, prior, device))(images, stamp), fresh per sequence."""
+    extra = dict(settings)
 
     def make(setup: Setup) -> FrameFn:
         from dig2dig_ros.core.video import VideoFuser  # absent: the row is skipped (see video_mode_available)
 
-        settings = {**setup.overrides, "method": method, "max_side": setup.max_side, "video.enabled": True}
+        settings = {**setup.overrides, **extra, "method": method, "max_side": setup.max_side, "video.enabled": True}
         config = with_overrides(FusionConfig(), settings)
         return _VideoFrames(VideoFuser(Fuser(config, prior=setup.prior, device=setup.device)))
 
@@ -110,13 +111,18 @@ METHODS: dict[str, tuple[Callable[[Setup], FrameFn], str]] = {
     "dig": (_per_frame("dig"), "the DIG-15 sampler, each frame from noise"),
     "dig-blend-video": (_video_mode("dig-blend"), "the default in video mode: DIG measured every `video.dig_every` "
                         "frames, its gain reused between; output stabilised against the previous one (temporal.py)"),
+    "dig-blend-video-unstabilised": (_video_mode("dig-blend", **{"video.temporal_strength": 0.0}),
+                                     "ablation: the default in video mode without the stabilisation"),
     "dig-video": (_video_mode("dig"), "the DIG-15 sampler in video mode: warm start from the previous fused frame, "
                   "output stabilised as above"),
+    "dig-video-unstabilised": (_video_mode("dig", **{"video.temporal_strength": 0.0}),
+                               "ablation: the sampler's video mode (warm start only) without the stabilisation"),
     "static": (_per_frame("static"), "same sampler, fixed weights 1/K"),
     "average": (_per_frame("average"), "pixel average"),
     "gff": (_per_frame("gff"), "guided-filter fusion (classical)"),
 }
-DEFAULT_METHODS = "dig-blend,dig-blend-video,dig,dig-video,static,average,gff"
+DEFAULT_METHODS = ("dig-blend,dig-blend-video,dig-blend-video-unstabilised,dig,dig-video,dig-video-unstabilised,"
+                   "static,average,gff")
 
 
 @dataclass
