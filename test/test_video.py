@@ -3,6 +3,7 @@
 import cv2
 import numpy as np
 import pytest
+import torch
 
 from dig2dig_ros.core import temporal
 from dig2dig_ros.core.config import FusionConfig, with_overrides
@@ -75,8 +76,9 @@ def test_video_mode_off_fuses_every_frame_from_noise():
         assert video(list(frame), stamp=i * 0.04).prior_calls == 6
 
 
-def _blend_video(**video_settings) -> VideoFuser:
-    settings = {"method": "dig-blend", "video.enabled": True, **{f"video.{k}": v for k, v in video_settings.items()}}
+def _blend_video(extra: dict | None = None, **video_settings) -> VideoFuser:
+    settings = {"method": "dig-blend", "video.enabled": True, **(extra or {}),
+                **{f"video.{k}": v for k, v in video_settings.items()}}
     return VideoFuser(Fuser(with_overrides(FusionConfig(), settings), prior=WienerPrior(), device="cpu"))
 
 
@@ -142,3 +144,36 @@ def test_stabilise_follows_motion_and_lets_a_changed_region_through():
     changed = np.ones_like(current)  # a frame that disagrees everywhere by far more than sigma
     out = temporal.stabilise(changed, 0.3 * previous, map_x, map_y, 1.0, 0.05)
     np.testing.assert_allclose(out, changed, atol=1e-3)
+
+
+def test_warp_small_carries_working_size_maps_along_full_resolution_motion():
+    maps = torch.zeros(2, 1, 40, 48)  # padded working size; the image is the top-left 32x48
+    maps[0, 0, 10:20, 10:20] = 1.0
+    full_x, full_y = np.meshgrid(np.arange(96, dtype=np.float32), np.arange(64, dtype=np.float32))
+    moved = temporal.warp_small(maps, full_x - 8, full_y, (32, 48))  # the scene moved 8 px right at full size
+    assert moved[0, 0, 10:20, 15:23].mean() > 0.95 and moved[0, 0, 10:20, 10:13].mean() < 0.05  # 4 px at half
+    assert torch.equal(moved[..., 32:, :], maps[..., 32:, :])  # padding untouched
+
+
+def _walking_target(n=5, step=4):
+    """A hot square walking right in the infrared, a textured static visible: n frames (48,96) uint8."""
+    rng = np.random.default_rng(3)
+    vis = cv2.normalize(cv2.GaussianBlur(rng.random((48, 96)), (0, 0), 1.5), None, 40, 200, cv2.NORM_MINMAX)
+    frames = []
+    for i in range(n):
+        ir = np.full((48, 96), 30.0)
+        ir[16:32, 10 + i * step : 26 + i * step] = 230.0
+        frames.append((ir.astype(np.uint8), vis.astype(np.uint8)))
+    return frames
+
+
+def test_a_reused_gain_follows_a_moving_hot_target():
+    frames = _walking_target()
+    video = _blend_video({"dig.temperature": 2.0}, dig_every=100, temporal_strength=0.0)  # sharp weights
+    for i, frame in enumerate(frames):
+        out = video(list(frame), stamp=i * 0.04)
+    assert out.prior_calls == 0  # frame 4 reused frame 0's gain
+    fresh = video.fuser(list(frames[-1]))
+    target = (slice(18, 30), slice(28, 40))  # where the square is now (x 26..42), away from where it started
+    assert out.weights[0][target].mean() > 0.9 * fresh.weights[0][target].mean()
+    assert fresh.weights[0][target].mean() > 0.55  # the target is the infrared's (without the warp: 0.37 here)

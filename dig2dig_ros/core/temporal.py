@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import cv2
 import numpy as np
+import torch
+import torch.nn.functional as F
 
 
 def flow_guide(sources: np.ndarray) -> np.ndarray:
@@ -49,3 +51,20 @@ def stabilise(current: np.ndarray, previous: np.ndarray, map_x: np.ndarray, map_
     inside = (map_x >= 0) & (map_x <= w - 1) & (map_y >= 0) & (map_y <= h - 1)
     out = current + np.where(inside, gain, 0.0).astype(np.float32) * difference
     return np.clip(out, 0.0, 1.0).astype(np.float32, copy=False)
+
+
+def warp_small(maps: torch.Tensor, map_x: np.ndarray, map_y: np.ndarray, size: tuple[int, int]) -> torch.Tensor:
+    """Maps (K,1,H',W') of the previous frame at the working size (the top-left ``size`` = (h,w) holds the image,
+    the rest is padding) carried to the current frame along full-resolution coordinates (H,W)
+    (:meth:`MotionCompensator.coordinates`); returns a new tensor, padding unchanged."""
+    h, w = size
+    big_h, big_w = map_x.shape
+    sx, sy = w / big_w, h / big_h
+    small_x = (cv2.resize(map_x, (w, h), interpolation=cv2.INTER_AREA) + 0.5) * sx - 0.5  # (h,w) small pixels
+    small_y = (cv2.resize(map_y, (w, h), interpolation=cv2.INTER_AREA) + 0.5) * sy - 0.5
+    pad_h, pad_w = maps.shape[-2:]
+    grid = np.stack([(2 * small_x + 1) / pad_w - 1, (2 * small_y + 1) / pad_h - 1], axis=-1)  # (h,w,2) in [−1,1]
+    grid_t = torch.from_numpy(grid).to(maps.device, maps.dtype).unsqueeze(0).expand(len(maps), h, w, 2)
+    out = maps.clone()
+    out[..., :h, :w] = F.grid_sample(maps, grid_t, mode="bilinear", padding_mode="border", align_corners=False)
+    return out

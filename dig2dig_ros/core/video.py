@@ -5,8 +5,9 @@ A camera delivers a sequence, not independent pairs. What a frame takes from the
 - the sampler (`dig`, `static`, `ddfm`) starts at step `video.start_step` from the previous frame's final sample
   noised to that step's timestep (SDEdit, Meng et al. ICLR 2022) and runs only the remaining steps, with DIG
   measured at the start step and the guidance as usual;
-- `dig-blend` measures DIG (its one prior call) on every `video.dig_every`-th frame and reuses that gain, refined
-  along the current frame's sources, on the frames between.
+- `dig-blend` measures DIG (its one prior call) on every `video.dig_every`-th frame and reuses that gain on the
+  frames between, carried along the optical flow (so a walking person keeps the infrared's weight) and refined
+  along the current frame's sources.
 
 Then the fused luminance is blended with the previous output carried along the motion (temporal.py), where the
 two agree. A frame is fused on its own instead for the first frame, after a time jump (stamps going back, or a gap
@@ -81,19 +82,24 @@ class VideoFuser:
         prep = fuser.prepare(images, valid)
         reason = self.cold_reason(prep.small, stamp)
         state = self.state
+        guide = temporal.flow_guide(prep.sources)
+        coords = None  # where each pixel of this frame was in the last one
+        if reason is None and state.guide.shape == guide.shape:
+            coords = self.motion.coordinates(guide, state.guide)
         warm, since = None, 0
         if reason is None and fuser.config.method == "dig-blend":
             since = state.since_measure + 1
             measure = since >= cfg.dig_every
-            warm = WarmStart(gain=state.result.gain, measure=measure)
+            gain = state.result.gain
+            if coords is not None and not measure:  # the gain moves with the scene (a walking person's weight)
+                gain = temporal.warp_small(gain, *coords, prep.small.shape[1:])
+            warm = WarmStart(gain=gain, measure=measure)
             since = 0 if measure else since
         elif reason is None:
             warm = WarmStart(sample=state.result.sample, start=min(cfg.start_step, len(fuser.timesteps) - 1))
         result = fuser.fuse_prepared(prep, should_stop, warm)
-        guide = temporal.flow_guide(prep.sources)
-        if reason is None and cfg.temporal_strength > 0 and state.guide.shape == guide.shape:
-            map_x, map_y = self.motion.coordinates(guide, state.guide)
-            result.luminance = temporal.stabilise(result.luminance, state.result.luminance, map_x, map_y,
+        if coords is not None and cfg.temporal_strength > 0:
+            result.luminance = temporal.stabilise(result.luminance, state.result.luminance, *coords,
                                                   cfg.temporal_strength, cfg.temporal_sigma)
             result.fused = fuser.compose(prep, result.luminance, result.weights)
         self.last_reason = reason or "warm"
