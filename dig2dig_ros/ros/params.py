@@ -100,7 +100,7 @@ FUSION_DESCRIPTIONS: dict[str, str] = {
     "guidance.grad_target": "gradient target: maxabs (strongest weighted edge) or weighted (blend)",
     "dig.refine_radius": "guided filter of the DIG weights by each source, radius in working-size pixels (0: off)",
     "dig.refine_eps": "regulariser of that guided filter (sources in [-1,1])",
-    "video.enabled": "video mode: start each frame's sampler from the previous fused frame (SDEdit-style)",
+    "video.enabled": "video mode: frames as a sequence (DIG gain or sampler from the last frame; output stabilised)",
     "video.start_step": "sampler step a warm-started frame starts at (the steps before it are skipped)",
     "video.max_change": "mean absolute change of the sources above which a frame runs in full",
     "video.max_gap": "seconds between stamps above which a frame runs in full (0: no limit)",
