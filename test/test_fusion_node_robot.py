@@ -430,3 +430,18 @@ def test_stop_cancels_a_long_frame_and_publishes_nothing_after(rig):
     assert not r.fusion.worker._thread.is_alive()
     r.spin(timeout=0.5)
     assert fused == [] and r.fusion.counts["fused"] == 0 and r.fusion.counts["failed"] == 0
+
+
+def test_the_pair_after_a_time_jump_back_is_fused_and_counted_as_a_video_restart(rig):
+    # Before: each camera's first message after the jump reset the synchroniser, the second reset dropping the
+    # first camera's message, so that pair was lost.
+    r = rig({"video.enabled": True})
+    fused = r.listen("fused/image")
+    assert r.connected()
+    ir, vis = pair()
+    ir_msg, vis_msg = numpy_to_image(ir, "mono8"), numpy_to_image(vis, "bgr8")
+    for i, sec in enumerate((10, 11, 3)):  # first frame, a warm one, then the stamps jump back
+        r.send(ir_msg, vis_msg, sec)
+        assert r.spin(lambda n=i + 1: len(fused) >= n)
+    assert r.fusion.counts["fused"] == 3
+    assert r.fusion.counts["video_restarts"] == 1  # only the jump back; the first frame is not a restart

@@ -87,7 +87,8 @@ class FusionNode(Node):
         self.add_on_set_parameters_callback(self._on_set)
 
         self.lock = threading.Lock()  # guards setup, counts and the windows below
-        self.counts = {"pairs": 0, "fused": 0, "dropped_busy": 0, "bad_input": 0, "failed": 0, "stretched": 0}
+        self.counts = {"pairs": 0, "fused": 0, "dropped_busy": 0, "bad_input": 0, "failed": 0, "stretched": 0,
+                       "video_restarts": 0}
         self.latencies: deque[float] = deque(maxlen=100)
         self.ages: deque[float] = deque(maxlen=100)
         self.skews: deque[float] = deque(maxlen=100)
@@ -203,8 +204,10 @@ class FusionNode(Node):
         stamp = _stamp_s(msg) if hasattr(msg, "header") else None
         last = self.last_stamps.get(name)
         if stamp is not None and last is not None and stamp < last - TIME_JUMP_BACK_S:
-            # A bag replayed in a loop (or a restarted camera): start synchronising afresh.
+            # A bag replayed in a loop (or a restarted camera): start synchronising afresh, once: the other
+            # camera's first message after the jump must not reset again (that would drop this one).
             self.sync.reset()
+            self.last_stamps.clear()
             self.get_logger().info(f"{name} time jumped back {last - stamp:.1f} s: synchroniser reset")
         if stamp is not None:
             self.last_stamps[name] = stamp
@@ -274,6 +277,10 @@ class FusionNode(Node):
                 self.last_failure = (time.monotonic(), str(exc) or type(exc).__name__)
             self.get_logger().error(f"fusion failed, frame skipped: {exc}", throttle_duration_sec=5.0)
             return
+        reason = setup.video.last_reason
+        if reason not in ("warm", "first frame") and not reason.startswith("video mode off"):
+            self._count("video_restarts")  # video mode fused this frame on its own: say why
+            self.get_logger().info(f"video mode: frame fused on its own ({reason})", throttle_duration_sec=5.0)
         if not self._publish(result, header, values):
             return
         latency = time.perf_counter() - start
