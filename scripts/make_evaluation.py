@@ -232,6 +232,9 @@ def render(args, minutes, tuning, report, grid_rows, chosen, method_rows, defaul
         "- Reading the metrics: ↑ higher is better, ↓ lower. PSNR, SSIM, CC reward staying close to both sources "
         "(averaging scores well); SD, MI reward contrast and copying one source; Qabf rewards transferring the "
         "sources' edges; Nabf counts artefacts. s/img is the fusion alone.",
+        "- Video (the flicker ratio on the shared sequences for per-frame and video-mode DIG, static, average and "
+        "GFF, with speed and the quality cost): `docs/VIDEO.md` and `docs/VIDEO_STRIDE3.md`, made by "
+        "`scripts/make_video_evaluation.py`.",
         "",
         "## Defaults, chosen on the tuning split",
         "",
