@@ -2,9 +2,10 @@
 
 from pathlib import Path
 
+import pytest
 import yaml
 
-from dig2dig_ros.core.config import FusionConfig, flatten
+from dig2dig_ros.core.config import FusionConfig, flatten, with_overrides
 from dig2dig_ros.ros.params import NODE_PARAMS, all_params
 
 YAML = Path(__file__).resolve().parents[1] / "config" / "fusion.yaml"
@@ -34,3 +35,10 @@ def test_node_parameters_take_the_core_defaults():
         if spec.name in core:
             assert spec.default == core[spec.name], spec.name
     assert {spec.name for spec in NODE_PARAMS}.isdisjoint(core)
+
+
+@pytest.mark.parametrize("name,value", [("video.dig_every", 0), ("video.temporal_strength", 1.5),
+                                        ("video.temporal_strength", -0.1), ("video.temporal_sigma", 0.0)])
+def test_bad_video_settings_are_refused_by_name(name, value):
+    with pytest.raises(ValueError, match=name.replace(".", r"\.")):
+        with_overrides(FusionConfig(), {name: value}).validate()

@@ -121,9 +121,12 @@ class FusionConfig:
         _choice("fullres.detail", self.fullres.detail, DETAIL_MODES)
         if self.video.start_step < 1 or self.video.max_change < 0 or self.video.max_gap < 0:
             raise ValueError("video.start_step must be at least 1, video.max_change and video.max_gap >= 0")
-        if self.video.dig_every < 1 or not 0 <= self.video.temporal_strength <= 1 or self.video.temporal_sigma <= 0:
-            raise ValueError("video.dig_every must be at least 1, video.temporal_strength in [0, 1] and "
-                             "video.temporal_sigma > 0")
+        if self.video.dig_every < 1:
+            raise ValueError(f"video.dig_every must be at least 1, got {self.video.dig_every}")
+        if not 0 <= self.video.temporal_strength <= 1:
+            raise ValueError(f"video.temporal_strength must be in [0, 1], got {self.video.temporal_strength}")
+        if self.video.temporal_sigma <= 0:
+            raise ValueError(f"video.temporal_sigma must be > 0, got {self.video.temporal_sigma}")
         if self.dig.refine_radius < 0 or self.dig.refine_eps <= 0:
             raise ValueError("dig.refine_radius must be >= 0 and dig.refine_eps positive")
         if self.fullres.radius < 1 or self.fullres.eps <= 0:
