@@ -10,7 +10,8 @@ motion-compensated recursive filter of Dubois & Sabri (IEEE Trans. Commun. 1984)
 with Y_t the frame's own fused luminance, a the strength and σ the difference (grey levels of [0,1]) beyond which
 the two are taken to disagree (a moving or changed region: the new frame wins). Pixels whose flow points
 outside the previous frame are not blended. The flow (DIS, Kroeger et al. ECCV 2016) is measured on the mean
-of the sources' luminance, so no single camera decides it.
+of the sources' luminance, so no single camera decides it. The same flow carries working-size maps (a reused
+DIG gain) to the current frame (:func:`warp_small`).
 """
 
 from __future__ import annotations
