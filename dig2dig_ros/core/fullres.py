@@ -76,16 +76,18 @@ def detail_weights(details: np.ndarray, weights: np.ndarray, params: FullResPara
 
 
 def reconstruct(fused_small: np.ndarray, weights_small: np.ndarray, sources: np.ndarray,
-                params: FullResParams) -> tuple[np.ndarray, np.ndarray]:
+                params: FullResParams, sources_small: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """The fused luminance (H,W) and weights (K,H,W) at the sources' size.
 
-    fused_small: (h,w) in [0,1] at the working size; weights_small: (K,h,w); sources: (K,H,W) in [0,1].
+    fused_small: (h,w) in [0,1] at the working size; weights_small: (K,h,w); sources: (K,H,W) in [0,1];
+    sources_small: the sources already area-resized to (h,w), if the caller has them (K,h,w).
     """
     size = sources.shape[-2:]
     small = fused_small.shape
     if tuple(size) == tuple(small):
         return fused_small, weights_small
-    sources_small = np.stack([imaging.resize(c, small) for c in sources])  # (K,h,w)
+    if sources_small is None or sources_small.shape[-2:] != small:
+        sources_small = np.stack([imaging.resize(c, small) for c in sources])  # (K,h,w)
     weights = upsample_weights(weights_small, sources_small, sources, params)  # (K,H,W)
     details = sources - np.stack([imaging.resize(c, size, cv2.INTER_LINEAR) for c in sources_small])  # (K,H,W)
     if params.shrink > 0:

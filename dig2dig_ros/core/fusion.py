@@ -125,18 +125,22 @@ class Fuser:
                       warm: WarmStart | None = None) -> FusionResult:
         """Fuse sources already prepared by :meth:`prepare`: fusion at the working size, then the input size."""
         start = time.perf_counter()
-        if self.prior is None:  # classical methods run at the input size
-            result = FusionResult(fused=np.empty(0), luminance=np.empty(0), weights=None)
-            y = self._classical(prep.sources)
-        else:
-            result = self.fuse_luminance(prep.small, prep.valid_small, should_stop, warm)
-            y, result.weights = fullres.reconstruct(result.luminance, result.weights, prep.sources, self.fullres)
-            if prep.valid is not None:
-                result.weights = mask_weights(torch.from_numpy(result.weights[:, None]),
-                                              torch.from_numpy(prep.valid[:, None])).numpy()[:, 0]
-        result.luminance = y
-        result.fused = self.compose(prep, y, result.weights)
+        result = self.fuse_input_size(prep, should_stop, warm)
+        result.fused = self.compose(prep, result.luminance, result.weights)
         result.seconds = time.perf_counter() - start
+        return result
+
+    def fuse_input_size(self, prep: Prepared, should_stop: Callable[[], bool] | None = None,
+                        warm: WarmStart | None = None) -> FusionResult:
+        """The fused luminance and weights at the input size, not yet composed into the published frame."""
+        if self.prior is None:  # classical methods run at the input size
+            return FusionResult(fused=np.empty(0), luminance=self._classical(prep.sources), weights=None)
+        result = self.fuse_luminance(prep.small, prep.valid_small, should_stop, warm)
+        result.luminance, result.weights = fullres.reconstruct(result.luminance, result.weights, prep.sources,
+                                                               self.fullres, prep.small)
+        if prep.valid is not None:
+            result.weights = mask_weights(torch.from_numpy(result.weights[:, None]),
+                                          torch.from_numpy(prep.valid[:, None])).numpy()[:, 0]
         return result
 
     def compose(self, prep: Prepared, luminance: np.ndarray, weights: np.ndarray | None) -> np.ndarray:

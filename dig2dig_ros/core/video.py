@@ -97,11 +97,11 @@ class VideoFuser:
             since = 0 if measure else since
         elif reason is None:
             warm = WarmStart(sample=state.result.sample, start=min(cfg.start_step, len(fuser.timesteps) - 1))
-        result = fuser.fuse_prepared(prep, should_stop, warm)
+        result = fuser.fuse_input_size(prep, should_stop, warm)
         if coords is not None and cfg.temporal_strength > 0:
             result.luminance = temporal.stabilise(result.luminance, state.result.luminance, *coords,
                                                   cfg.temporal_strength, cfg.temporal_sigma)
-            result.fused = fuser.compose(prep, result.luminance, result.weights)
+        result.fused = fuser.compose(prep, result.luminance, result.weights)  # once, after the stabilisation
         self.last_reason = reason or "warm"
         self.state = VideoState(stamp, prep.small, result, guide, since)
         result.seconds = time.perf_counter() - start
