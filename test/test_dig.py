@@ -7,7 +7,7 @@ import torch
 from dig2dig_ros.core.config import DigConfig, FusionConfig, GuidanceConfig
 from dig2dig_ros.core.dig import box_mean, gaussian_blur, weights_from_gain
 from dig2dig_ros.core.fusion import Fuser
-from dig2dig_ros.core.guidance import ProximalGuidance, guidance_target
+from dig2dig_ros.core.guidance import REFERENCE_SIDE, ProximalGuidance, gradient_target, guidance_target
 from dig2dig_ros.core.priors.wiener import WienerPrior
 from dig2dig_ros.core.sampler import SamplerError, sample_dig
 from dig2dig_ros.core.schedule import timesteps
@@ -88,12 +88,32 @@ def test_proximal_guidance_without_gradient_term_weighs_prior_and_data_by_noise_
     assert torch.allclose(guide(y0, w, 1 - 1e-7), y0, atol=1e-3)  # almost clean: the prior's estimate stands
 
 
+def _mu(mu_on_grid: float, side: int) -> float:
+    """The grad_weight setting that gives μ = mu_on_grid on a grid of this long side (it is stated at 640 px)."""
+    return mu_on_grid * (REFERENCE_SIDE / side) ** 2
+
+
 @pytest.mark.parametrize("target", ["maxabs", "weighted"])
 def test_guidance_target_of_identical_sources_is_that_source(target):
     c = _textured(seed=7)
     w = torch.full((2, 1, 48, 64), 0.5)
-    y = guidance_target(torch.cat([c, c]), w, GuidanceConfig(grad_weight=2.0, grad_target=target))
+    cfg = GuidanceConfig(grad_weight=_mu(2.0, 64), grad_target=target, grad_scale=1.0)
+    y = guidance_target(torch.cat([c, c]), w, cfg)
     assert torch.allclose(y, c, atol=1e-4)
+
+
+def test_grad_scale_draws_the_chosen_edges_at_that_share_of_their_contrast():
+    edge = torch.zeros(1, 1, 32, 32)
+    edge[..., 16:] = 1.0
+    flat = torch.zeros(1, 1, 32, 32)
+    w = torch.full((2, 1, 32, 32), 0.5)
+    steps = {}
+    for scale in (1.0, 0.85):
+        cfg = GuidanceConfig(grad_weight=_mu(1e4, 32), grad_scale=scale, select_sigma=0.0)
+        y = guidance_target(torch.cat([edge, flat]), w, cfg)
+        steps[scale] = float((y[..., 16] - y[..., 15]).mean())  # the step across the edge
+    assert steps[1.0] == pytest.approx(1.0, abs=0.02)  # a strong gradient term: the infrared's full step ...
+    assert steps[0.85] == pytest.approx(0.85, abs=0.02)  # ... or 0.85 of it
 
 
 def test_maxabs_keeps_an_edge_present_in_one_source_only():
@@ -103,9 +123,37 @@ def test_maxabs_keeps_an_edge_present_in_one_source_only():
     w = torch.full((2, 1, 32, 32), 0.5)
     contrast = {}
     for target in ("maxabs", "weighted"):
-        y = guidance_target(torch.cat([edge, flat]), w, GuidanceConfig(grad_weight=4.0, grad_target=target))
+        y = guidance_target(torch.cat([edge, flat]), w, GuidanceConfig(grad_weight=_mu(4.0, 32), grad_target=target))
         contrast[target] = float((y[..., 16] - y[..., 15]).mean())  # the step across the edge
     assert contrast["maxabs"] > contrast["weighted"] + 0.1
+
+
+def test_the_gradient_term_reaches_the_same_share_of_the_image_at_any_size():
+    profiles = []
+    for side in (64, 128):
+        ramp = torch.zeros(1, 1, side // 2, side)
+        ramp[..., side // 2:] = 1.0
+        flat = torch.zeros_like(ramp)
+        w = torch.full((2, 1, side // 2, side), 0.5)
+        y = guidance_target(torch.cat([ramp, flat]), w, GuidanceConfig(grad_weight=1600.0, select_sigma=0.0))
+        profiles.append(y[0, 0].mean(0))  # (side,) the profile across the edge
+    coarse, fine = profiles
+    fine_on_coarse = fine.view(-1, 2).mean(1)  # the fine grid's profile at the coarse grid's pixels
+    assert torch.allclose(fine_on_coarse, coarse, atol=0.03)
+
+
+def test_edge_choice_is_smoothed_so_isolated_pixels_do_not_switch_source():
+    line = torch.zeros(1, 1, 24, 24)
+    line[..., 12:] = 1.0  # a long edge in source 0
+    spikes = torch.zeros(1, 1, 24, 24)
+    spikes[0, 0, 10, 11] = 0.75  # one pixel of source 1 whose gradient (|(−0.75, −0.75)|) beats the edge there
+    w = torch.full((2, 1, 24, 24), 0.5)
+    chosen = {}
+    for sigma in (0.0, 2.0 * REFERENCE_SIDE / 24):  # σ of 2 pixels on this grid
+        tx, _ = gradient_target(torch.cat([line, spikes]), w, GuidanceConfig(select_sigma=sigma, grad_scale=1.0))
+        chosen[sigma] = float(tx[0, 0, 10, 11])  # ∂x at the spike, just left of the edge
+    assert chosen[0.0] == pytest.approx(-0.75)  # hard per-pixel choice: the spike's gradient
+    assert chosen[max(chosen)] == pytest.approx(1.0)  # smoothed choice: the edge's
 
 
 class _NaNPrior(WienerPrior):

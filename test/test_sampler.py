@@ -37,7 +37,11 @@ def test_full_loop_with_a_dummy_denoiser_matches_golden_values():
     # diffusers' scheduler-test pattern: a fixed model, a fixed start, every step's sum pinned.
     sources = _grid_sources()
     x = torch.linspace(-1, 1, 64).view(1, 1, 8, 8)
-    guide = ProximalGuidance(sources, GuidanceConfig(data_sigma=0.05, noise_scale=0.0, grad_weight=0.5))
+    # μ = 0.5 on this 8×8 grid (grad_weight is stated at a 640 px long side), edges at full contrast, chosen
+    # per pixel: the settings these values were pinned with before those options existed.
+    cfg = GuidanceConfig(data_sigma=0.05, noise_scale=0.0, grad_weight=0.5 * (640 / 8) ** 2, grad_scale=1.0,
+                         select_sigma=0.0)
+    guide = ProximalGuidance(sources, cfg)
     sums = []
     out = sample(_LinearPrior(), x, [999, 600, 200, 0], StaticWeighting(torch.full_like(sources, 0.5)), guide,
                  callback=lambda s: sums.append(round(float(s["x"].sum()), 4)))
@@ -183,8 +187,13 @@ def test_from_noisy_sources_the_sampler_is_closer_to_the_clean_fusion_than_the_c
     def mse_to_sources(f):  # the paper's MSE against the clean sources
         return float(np.mean([(f - c) ** 2 for c in pair]))
 
-    assert np.mean((out - clean_target) ** 2) < 0.95 * np.mean((noisy_target - clean_target) ** 2)
+    assert np.mean((out - clean_target) ** 2) < NOISE_RATIO * np.mean((noisy_target - clean_target) ** 2)
     assert mse_to_sources(out) < mse_to_sources(noisy_target)
+
+
+# Measured 0.954 at the defaults of 2026-12-02 (edges drawn at 0.85 of their contrast: the closed-form target
+# itself carries less noise than at full contrast), 0.911 with the previous energy (full contrast, μ = 4 at 320 px).
+NOISE_RATIO = 0.97
 
 
 def test_sample_dig_still_runs_from_noise_with_dig_weights():

@@ -51,8 +51,11 @@ class GuidanceConfig:
     mode: str = "weighted"  # weighted: proximal step on the guidance energy | ddfm: DDFM's EM step
     data_sigma: float = 0.01  # σ_d: the data's uncertainty, [0,1] grey units; larger lets the prior say more
     noise_scale: float = 2.0  # σ_d is at least this times the sources' estimated noise σ (MAD), per frame (0: off)
-    grad_weight: float = 4.0  # μ: weight of the gradient term against the intensity term (docs/EVALUATION.md)
+    grad_weight: float = 32.0  # μ: weight of the gradient term against the intensity term at a 640 px long side
+    # (scaled by the squared size ratio on other grids; docs/EVALUATION.md)
     grad_target: str = "maxabs"  # maxabs | weighted
+    grad_scale: float = 0.85  # maxabs: the chosen source's edges are drawn at this share of their contrast
+    select_sigma: float = 1.0  # maxabs: Gaussian σ (pixels at a 640 px long side) of the edge-choice score
 
 
 @dataclass
@@ -64,7 +67,10 @@ class FullResConfig:
     detail: str = "maxabs"  # detail weights: maxabs (stronger local detail wins, softly) | dig (the DIG weights)
     sharpness: float = 0.5  # maxabs: exponent on the local detail energy (higher: closer to a hard choice)
     saliency_sigma: float = 2.0  # maxabs: Gaussian σ (input pixels) of the local detail energy
-    shrink: float = 2.0  # noise shrinkage of the detail in units of each source's estimated noise σ (0: off)
+    shrink: float = 1.0  # noise shrinkage of the detail in units of each source's estimated noise σ (0: off)
+    detail_gain: float = 0.85  # the detail is added at this share of its contrast (as guidance.grad_scale)
+    solve_side: int = 640  # dig-blend: long side the closed-form blend is solved at, then detail up to the input
+    # size (0 or ≥ the input: at the input size; never below the working size)
 
 
 @dataclass
@@ -135,6 +141,10 @@ class FusionConfig:
             raise ValueError("fullres.sharpness and fullres.saliency_sigma must be positive, fullres.shrink >= 0")
         if self.guidance.grad_weight < 0:
             raise ValueError(f"guidance.grad_weight must be >= 0, got {self.guidance.grad_weight}")
+        if self.guidance.grad_scale <= 0 or self.guidance.select_sigma < 0:
+            raise ValueError("guidance.grad_scale must be positive and guidance.select_sigma >= 0")
+        if self.fullres.detail_gain < 0 or self.fullres.solve_side < 0:
+            raise ValueError("fullres.detail_gain and fullres.solve_side must be >= 0")
         if self.max_side < 0:
             raise ValueError(f"max_side must be >= 0, got {self.max_side}")
         return self

@@ -3,14 +3,16 @@
 Fusion (the sampler and DIG) runs at the working size; what it cannot see is the band of detail between the
 working size and the input size. That band is taken from the sources themselves:
 
-    F = up(Y_w) + Σ_k D_k ⊙ shrink(c_k − up(down(c_k)))
+    F = up(Y_w) + γ·Σ_k D_k ⊙ shrink(c_k − up(down(c_k)))
 
-with Y_w the fused luminance at the working size, c_k the sources at the input size, down/up the same area /
-bilinear pair the base went through, D_k per-pixel detail weights and `shrink` a noise-adaptive shrinkage
-(Donoho's MAD estimate of each source's noise level; no shrinkage on a clean source). The DIG weights are
-brought up along the sources' edges with the fast guided filter (He & Sun 2015: the guided filter's linear
-coefficients are fitted at the working size and applied to the full-resolution guide), then clipped to [0,1]
-and renormalised to sum to 1 per pixel. No halos: the weights follow the sources' edges, not a blur.
+with Y_w the fused luminance at the working size (or at the larger size `dig-blend` solves its blend at), γ the
+detail gain (as guidance.grad_scale: detail a little below full contrast), c_k the sources at the input size,
+down/up the same area / bilinear pair the base went through, D_k per-pixel detail weights and `shrink` a
+noise-adaptive shrinkage (Donoho's MAD estimate of each source's noise level; no shrinkage on a clean
+source). The DIG weights are brought up along the sources' edges with the fast guided filter (He & Sun 2015:
+the guided filter's linear coefficients are fitted at the working size and applied to the full-resolution
+guide), then clipped to [0,1] and renormalised to sum to 1 per pixel. No halos: the weights follow the
+sources' edges, not a blur.
 """
 
 from __future__ import annotations
@@ -34,6 +36,8 @@ class FullResParams:
     saliency_sigma: float = 2.0  # Gaussian σ (input pixels) of the local detail energy for `maxabs`
     sharpness: float = 1.0  # exponent on the local detail energy: higher is closer to a hard selection
     shrink: float = 2.0  # noise shrinkage threshold in units of each source's estimated noise σ (0: off)
+    detail_gain: float = 1.0  # γ: share of the detail's contrast that is added
+    solve_side: int = 0  # not used here: the long side the fuser solves dig-blend's blend at (FullResConfig)
 
 
 def upsample_weights(weights: np.ndarray, guides_small: np.ndarray, guides: np.ndarray,
@@ -94,5 +98,8 @@ def reconstruct(fused_small: np.ndarray, weights_small: np.ndarray, sources: np.
         thresholds = [params.shrink * imaging.noise_sigma(c) for c in sources]
         details = np.stack([shrink(d, t) for d, t in zip(details, thresholds, strict=True)])
     dw = detail_weights(details, weights, params)
-    fused = imaging.resize(fused_small.astype(np.float32), size, cv2.INTER_LINEAR) + (dw * details).sum(0)
+    detail = (dw * details).sum(0)  # (H,W)
+    if params.detail_gain != 1:
+        detail *= params.detail_gain
+    fused = imaging.resize(fused_small.astype(np.float32), size, cv2.INTER_LINEAR) + detail
     return np.clip(fused, 0.0, 1.0), weights

@@ -1,9 +1,10 @@
 """One fused frame from K ≥ 2 source images: colour split, working size, sampling, and the full-resolution step.
 
 `Fuser` loads its prior once and is then called per frame. Fusion (DIG and the sampler) runs at the working
-size; the fused luminance is then rebuilt at the input size from the sources' own detail (fullres.py), so the
-published frame has the input resolution. `FusionResult` carries the fused image, the final DIG weight maps at
-the input size, and the per-update maps and cumulative DIG at the working size.
+size; `dig-blend` then solves its closed-form blend again at `fullres.solve_side` under the DIG weights brought
+up along the sources' edges, and the fused luminance is rebuilt at the input size from the sources' own detail
+(fullres.py), so the published frame has the input resolution. `FusionResult` carries the fused image, the
+final DIG weight maps at the input size, and the per-update maps and cumulative DIG at the working size.
 
 Methods: `dig` (the sampler with DIG weights), `static` (the sampler with W = 1/K), `ddfm` (DDFM's EM guidance
 with W = ½: the paper's fixed-guidance baseline), `dig-blend` (the closed-form minimiser of the guidance energy
@@ -60,6 +61,7 @@ class Prepared:
 
     sources: np.ndarray  # (K,H,W) float32 luminance in [0,1] at the common (input) size
     small: np.ndarray  # (K,h,w) the same at the working size
+    solve: np.ndarray  # (K,h2,w2) the same at the size dig-blend solves its blend at (``small`` if that is it)
     chromas: list[np.ndarray | None]  # per source (H,W,2) Cr,Cb or None
     valid: np.ndarray | None  # (K,H,W) float32 1 where a source has data, or None (all valid)
     valid_small: np.ndarray | None  # (K,h,w)
@@ -136,8 +138,12 @@ class Fuser:
         if self.prior is None:  # classical methods run at the input size
             return FusionResult(fused=np.empty(0), luminance=self._classical(prep.sources), weights=None)
         result = self.fuse_luminance(prep.small, prep.valid_small, should_stop, warm)
-        result.luminance, result.weights = fullres.reconstruct(result.luminance, result.weights, prep.sources,
-                                                               self.fullres, prep.small)
+        fused, weights = result.luminance, result.weights  # (h,w), (K,h,w)
+        if prep.solve is not prep.small:  # dig-blend: the closed-form blend again, at the solve size
+            weights = fullres.upsample_weights(weights, prep.small, prep.solve, self.fullres)  # (K,h2,w2)
+            fused = self.blend(prep.solve, weights)
+        result.luminance, result.weights = fullres.reconstruct(fused, weights, prep.sources, self.fullres,
+                                                               prep.solve)
         if prep.valid is not None:
             result.weights = mask_weights(torch.from_numpy(result.weights[:, None]),
                                           torch.from_numpy(prep.valid[:, None])).numpy()[:, 0]
@@ -170,8 +176,20 @@ class Fuser:
             sources = np.where(masks > 0, sources, np.where(covered > 0, fill, sources)).astype(np.float32)
         work = imaging.working_size(size, self.config.max_side)
         small = np.stack([imaging.resize(y, work) for y in sources])  # (K,h,w)
+        solve = small
+        if self.config.method == "dig-blend":
+            side = imaging.working_size(size, self.config.fullres.solve_side)
+            if max(side) > max(work):
+                solve = sources if side == size else np.stack([imaging.resize(y, side) for y in sources])
         masks_small = None if masks is None else np.stack([imaging.resize(m, work) for m in masks])
-        return Prepared(sources, small, list(chromas), masks, masks_small)
+        return Prepared(sources, small, solve, list(chromas), masks, masks_small)
+
+    def blend(self, sources: np.ndarray, weights: np.ndarray) -> np.ndarray:
+        """The closed-form blend y* (h,w) in [0,1] of sources (K,h,w) in [0,1] under weights (K,h,w)."""
+        s = torch.from_numpy(sources).to(self.device).unsqueeze(1) * 2 - 1  # (K,1,h,w) in [−1,1]
+        w = torch.from_numpy(weights).to(self.device).unsqueeze(1)
+        y = guidance_target(s, w, self.config.guidance)[0, 0].cpu().numpy()
+        return imaging.to_output(y, self.config.output_range).astype(np.float32)
 
     def _classical(self, sources: np.ndarray) -> np.ndarray:
         return np.clip(_classical_methods()[self.config.method](list(sources)), 0, 1).astype(np.float32)

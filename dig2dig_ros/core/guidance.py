@@ -2,7 +2,12 @@
 
 Guidance energy, per pixel weighted by W_k (Σ_k W_k = 1):
     E(y) = Σ_k W_k·(y − c_k)² + μ·|∇y − g|²
-with g = Σ_k W_k·∇c_k (`weighted` gradient target) or, per pixel, the ∇c_k with the largest W_k·|∇c_k| (`maxabs`).
+with g = Σ_k W_k·∇c_k (`weighted` gradient target) or s·∇c_k of the source k with the largest W_k·|∇c_k|, that
+score smoothed by a Gaussian of σ_sel so that neighbouring pixels take their edges from the same source
+(`maxabs`). s = `grad_scale` < 1 draws the chosen edges slightly below their source's contrast: the fused image
+then sits between the sources (SSIM against each) and keeps every chosen edge within the 0.7–1.4 contrast band
+that counts as preserved (Qabf). μ and σ_sel are stated for a 640 px long side and scaled with the grid (μ by
+the square of the size ratio), so the gradient term reaches the same share of the image at any size.
 Its minimiser y* (:func:`guidance_target`) depends on the sources and weights only: the closed-form blend.
 
 A step of the sampler must let the prior keep its say, so each guidance starts *from* the prior's estimate y0:
@@ -23,9 +28,21 @@ import torch
 
 from dig2dig_ros.core import imaging
 from dig2dig_ros.core.config import GuidanceConfig
+from dig2dig_ros.core.dig import gaussian_blur
 
 # Guidance works on luminance in [−1,1]: σ_d in grey levels of [0,1] doubles there.
 UNIT_TO_SIGNED = 2.0
+REFERENCE_SIDE = 640  # grad_weight and select_sigma are stated for a grid of this long side
+
+
+def grid_scale(h: int, w: int) -> float:
+    """The grid's long side relative to REFERENCE_SIDE."""
+    return max(h, w) / REFERENCE_SIDE
+
+
+def grad_weight(config: GuidanceConfig, h: int, w: int) -> float:
+    """μ on an (h, w) grid: grad_weight at REFERENCE_SIDE, times the squared size ratio."""
+    return config.grad_weight * grid_scale(h, w) ** 2
 
 
 def forward_gradient(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -51,37 +68,41 @@ def laplace_symbol(h: int, w: int, like: torch.Tensor) -> torch.Tensor:
     return (2 - 2 * torch.cos(2 * torch.pi * fx)) + (2 - 2 * torch.cos(2 * torch.pi * fy))
 
 
-def gradient_target(sources: torch.Tensor, weights: torch.Tensor, kind: str) -> tuple[torch.Tensor, torch.Tensor]:
+def gradient_target(sources: torch.Tensor, weights: torch.Tensor, config: GuidanceConfig
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
     """g = (gx, gy) (1,1,2H,2W) on the mirror-extended grid for sources and weights (K,1,H,W)."""
     gx, gy = forward_gradient(mirror_extend(sources))  # (K,1,2H,2W)
     wt = mirror_extend(weights)
-    if kind == "weighted":
+    if config.grad_target == "weighted":
         return (wt * gx).sum(0, keepdim=True), (wt * gy).sum(0, keepdim=True)
-    score = wt * torch.sqrt(gx**2 + gy**2)  # maxabs: the strongest weighted edge wins, per pixel
+    score = wt * torch.sqrt(gx**2 + gy**2)  # maxabs: the strongest weighted edge wins
+    score = gaussian_blur(score, config.select_sigma * grid_scale(*sources.shape[-2:]))  # ... in a neighbourhood
     best, tx, ty = score[:1], gx[:1], gy[:1]
     for k in range(1, score.shape[0]):  # elementwise running max: much faster than argmax over K
         wins = score[k : k + 1] > best
         best = torch.where(wins, score[k : k + 1], best)
         tx, ty = torch.where(wins, gx[k : k + 1], tx), torch.where(wins, gy[k : k + 1], ty)
-    return tx, ty
+    return config.grad_scale * tx, config.grad_scale * ty
 
 
 def energy_rhs(sources: torch.Tensor, weights: torch.Tensor, config: GuidanceConfig) -> torch.Tensor:
     """Σ_k W_k·c_k + μ∇ᵀg on the mirror-extended grid (1,1,2H,2W): E's linear term."""
     intensity = mirror_extend((weights * sources).sum(dim=0, keepdim=True))
-    if config.grad_weight == 0:
+    mu = grad_weight(config, *sources.shape[-2:])
+    if mu == 0:
         return intensity
-    tx, ty = gradient_target(sources, weights, config.grad_target)
-    return intensity + config.grad_weight * gradient_adjoint(tx, ty)
+    tx, ty = gradient_target(sources, weights, config)
+    return intensity + mu * gradient_adjoint(tx, ty)
 
 
 def guidance_target(sources: torch.Tensor, weights: torch.Tensor, config: GuidanceConfig) -> torch.Tensor:
     """y*, the minimiser of E, for sources and weights (K,1,H,W); returns (1,1,H,W): the closed-form blend."""
     h, w = sources.shape[-2:]
-    if config.grad_weight == 0:
+    mu = grad_weight(config, h, w)
+    if mu == 0:
         return (weights * sources).sum(dim=0, keepdim=True)
     rhs = torch.fft.rfft2(energy_rhs(sources, weights, config))
-    y = torch.fft.irfft2(rhs / (1 + config.grad_weight * laplace_symbol(h, w, sources)), s=(2 * h, 2 * w))
+    y = torch.fft.irfft2(rhs / (1 + mu * laplace_symbol(h, w, sources)), s=(2 * h, 2 * w))
     return y[..., :h, :w]
 
 
@@ -94,7 +115,7 @@ class ProximalGuidance:
         self.sources, self.config = sources, config  # (K,1,H,W) in [−1,1]
         h, w = sources.shape[-2:]
         self.size = (h, w)
-        self.laplace = config.grad_weight * laplace_symbol(h, w, sources)  # (2H, W+1)
+        self.laplace = grad_weight(config, h, w) * laplace_symbol(h, w, sources)  # (2H, W+1)
         if noise_sigma is None and config.noise_scale > 0:
             host = ((sources[:, 0] + 1) / 2).cpu().numpy()  # (K,H,W) in [0,1]
             noise_sigma = max(imaging.noise_sigma(c) for c in host)
