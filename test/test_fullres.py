@@ -137,3 +137,15 @@ def test_dig_blend_solved_above_the_working_size_keeps_more_of_the_sources_edges
         scores[solve_side] = (qabf(fused, a, b), ssim(fused, a, b))
     assert scores[0][0] > scores[40][0] + 0.003  # edges carried over (0.756 against 0.750 when written) ...
     assert scores[0][1] > scores[40][1] + 0.005  # ... and closer in structure to both sources (1.319 / 1.305)
+
+
+def test_the_solve_size_backs_off_where_the_sources_are_noisy():
+    from dig2dig_ros.core.fullres import solve_size
+
+    size, work = (1024, 1280), (256, 320)
+    assert solve_size(size, work, 640, 0.0, 0.008) == (512, 640)  # clean: the configured size
+    assert solve_size(size, work, 0, 0.0, 0.008) == size  # 0: the input size
+    assert solve_size(size, work, 640, 0.02, 0.008) == (410, 512)  # σ 0.02 averaged over 2.5 pixels is 0.008
+    assert solve_size(size, work, 640, 0.05, 0.008) == work  # never below the working size
+    assert solve_size(size, work, 640, 0.05, 0.0) == (512, 640)  # limit off
+    assert solve_size((240, 320), work, 640, 0.0, 0.008) == work  # input no larger than the working size

@@ -71,6 +71,8 @@ class FullResConfig:
     detail_gain: float = 0.85  # the detail is added at this share of its contrast (as guidance.grad_scale)
     solve_side: int = 640  # dig-blend: long side the closed-form blend is solved at, then detail up to the input
     # size (0 or ≥ the input: at the input size; never below the working size)
+    solve_noise: float = 0.008  # ... but no finer than where the sources' estimated noise σ ([0,1] grey units),
+    # averaged down with the image, falls to this (0: no limit); the detail above it is shrunk as noise
 
 
 @dataclass
@@ -143,8 +145,8 @@ class FusionConfig:
             raise ValueError(f"guidance.grad_weight must be >= 0, got {self.guidance.grad_weight}")
         if self.guidance.grad_scale <= 0 or self.guidance.select_sigma < 0:
             raise ValueError("guidance.grad_scale must be positive and guidance.select_sigma >= 0")
-        if self.fullres.detail_gain < 0 or self.fullres.solve_side < 0:
-            raise ValueError("fullres.detail_gain and fullres.solve_side must be >= 0")
+        if self.fullres.detail_gain < 0 or self.fullres.solve_side < 0 or self.fullres.solve_noise < 0:
+            raise ValueError("fullres.detail_gain, fullres.solve_side and fullres.solve_noise must be >= 0")
         if self.max_side < 0:
             raise ValueError(f"max_side must be >= 0, got {self.max_side}")
         return self

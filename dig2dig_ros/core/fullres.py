@@ -38,6 +38,24 @@ class FullResParams:
     shrink: float = 2.0  # noise shrinkage threshold in units of each source's estimated noise σ (0: off)
     detail_gain: float = 1.0  # γ: share of the detail's contrast that is added
     solve_side: int = 0  # not used here: the long side the fuser solves dig-blend's blend at (FullResConfig)
+    solve_noise: float = 0.0  # not used here: the noise limit on that size (FullResConfig)
+
+
+def solve_size(size: tuple[int, int], work: tuple[int, int], side: int, noise: float, limit: float
+               ) -> tuple[int, int]:
+    """(H, W) to solve dig-blend's blend at, for input size and working size (H, W) each.
+
+    The long side is at most `side` (0: the input's), and where the sources' noise σ exceeds `limit` (> 0) at most
+    long·limit/σ, since area-averaging by a factor f leaves σ/f; never below the working size.
+    """
+    long = max(size)
+    if side <= 0 or side > long:
+        side = long
+    if limit > 0 and noise > limit:
+        side = min(side, int(long * limit / noise))
+    if side <= max(work):
+        return work
+    return imaging.working_size(size, side)
 
 
 def upsample_weights(weights: np.ndarray, guides_small: np.ndarray, guides: np.ndarray,

@@ -178,8 +178,10 @@ class Fuser:
         small = np.stack([imaging.resize(y, work) for y in sources])  # (K,h,w)
         solve = small
         if self.config.method == "dig-blend":
-            side = imaging.working_size(size, self.config.fullres.solve_side)
-            if max(side) > max(work):
+            cfg = self.config.fullres
+            noise = max(imaging.noise_sigma(y) for y in sources) if cfg.solve_noise > 0 else 0.0
+            side = fullres.solve_size(size, work, cfg.solve_side, noise, cfg.solve_noise)
+            if side != work:
                 solve = sources if side == size else np.stack([imaging.resize(y, side) for y in sources])
         masks_small = None if masks is None else np.stack([imaging.resize(m, work) for m in masks])
         return Prepared(sources, small, solve, list(chromas), masks, masks_small)
