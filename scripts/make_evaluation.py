@@ -48,7 +48,8 @@ GRID = [{"dig.temperature": t, "guidance.grad_weight": m} for t in (2.0, 8.0) fo
 # One change at a time from the chosen setting, on the tuning split: what each part of the blend adds. The last
 # row is the previous release's dig-blend (its μ = 4 on the 320 px grid is grad_weight 16 at 640 px).
 PREVIOUS = {"fullres.solve_side": WORKING_SIZE, "fullres.solve_noise": 0.0, "guidance.grad_scale": 1.0,
-            "guidance.select_sigma": 0.0, "fullres.detail_gain": 1.0, "fullres.shrink": 2.0, "guidance.grad_weight": 16.0}
+            "guidance.select_sigma": 0.0, "fullres.detail_gain": 1.0, "fullres.shrink": 2.0,
+            "guidance.grad_weight": 16.0}
 ABLATIONS = [
     ("blend solved at the working size (320 px), not at 640", {"fullres.solve_side": WORKING_SIZE}),
     ("solve size not limited by the sources' noise (solve_noise 0)", {"fullres.solve_noise": 0.0}),
@@ -272,12 +273,12 @@ def render(args, minutes, tuning, report, grid_rows, chosen, method_rows, defaul
         "sources' edges to `fullres.solve_side` (640 px) and solves its guidance energy there; the band above "
         "comes from the sources (fullres.py). Where the sources are noisy the solve size shrinks until their "
         "estimated noise, averaged down, is at most `fullres.solve_noise` (2 grey levels): the band above it is "
-        "then shrunk as noise instead of being copied into the edges. The energy's edge target is the gradient of the source with "
-        "the strongest weighted edge, chosen on a score smoothed over `guidance.select_sigma` (1 px) and drawn at "
-        "`guidance.grad_scale` (0.85) of its contrast; the detail above 640 px is added at `fullres.detail_gain` "
-        "(0.85). Those settings, `fullres.shrink` 1 and the solve size and its noise limit were chosen in exploratory runs on "
-        "these tuning pairs (2026-12-02, scripts not in the repository) by the same rule; the ablation table "
-        "below, made by this script, shows what each does.",
+        "then shrunk as noise instead of being copied into the edges. The energy's edge target is the gradient of"
+        " the source with the strongest weighted edge, chosen on a score smoothed over `guidance.select_sigma` (1"
+        " px) and drawn at `guidance.grad_scale` (0.85) of its contrast; the detail above the solve size is added"
+        " at `fullres.detail_gain` (0.85). Those settings, `fullres.shrink` 1 and the solve size and its noise "
+        "limit were chosen in exploratory runs on these tuning pairs (2026-12-02, scripts not in the repository) "
+        "by the same rule; the ablation table below, made by this script, shows what each does.",
         "Qabf and PSNR/CC pull against each other here: a higher temperature brings the intensities toward the "
         "average (PSNR, CC up) and lowers Qabf; a larger guidance.grad_weight raises Qabf and lowers SSIM.",
         "The grid stops at temperature 8 on purpose. In an exploratory run on these tuning pairs (2026-12-01, "
