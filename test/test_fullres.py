@@ -149,3 +149,13 @@ def test_the_solve_size_backs_off_where_the_sources_are_noisy():
     assert solve_size(size, work, 640, 0.05, 0.008) == work  # never below the working size
     assert solve_size(size, work, 640, 0.05, 0.0) == (512, 640)  # limit off
     assert solve_size((240, 320), work, 640, 0.0, 0.008) == work  # input no larger than the working size
+
+
+def test_fuser_solves_noisy_sources_at_a_smaller_size():
+    sources = _scene(h=256, w=320)
+    noisy = np.clip(sources + np.random.default_rng(0).normal(0, 0.02, sources.shape), 0, 1).astype(np.float32)
+    fuser = Fuser(with_overrides(FusionConfig(), {"method": "dig-blend", "max_side": 64, "fullres.solve_side": 0}),
+                  prior=WienerPrior(), device="cpu")
+    assert fuser.prepare(list(sources)).solve.shape == (2, 256, 320)  # clean: at the input size
+    small = fuser.prepare(list(noisy)).solve.shape
+    assert 64 < max(small) < 320  # σ 0.02: averaged down to 0.008 over 2.5 pixels
