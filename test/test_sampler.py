@@ -1,5 +1,6 @@
 """The sampler's update, the guidance modes, and the tests that would have caught a prior that decides nothing."""
 
+from dataclasses import replace
 from pathlib import Path
 
 import cv2
@@ -136,7 +137,8 @@ def test_blend_is_the_closed_form_target_under_dig_weights_from_one_prior_call()
     out = fuser.fuse_luminance(np.stack([a, b]))
     assert out.prior_calls == 1
     sources = torch.from_numpy(np.stack([a, b]))[:, None] * 2 - 1
-    target = guidance_target(sources, torch.from_numpy(out.weights)[:, None], fuser.config.guidance).clamp(-1, 1)
+    blend_energy = replace(fuser.config.guidance, grad_weight=fuser.config.guidance.blend_grad_weight)
+    target = guidance_target(sources, torch.from_numpy(out.weights)[:, None], blend_energy).clamp(-1, 1)
     np.testing.assert_allclose(out.luminance, ((target + 1) / 2)[0, 0].numpy(), atol=1e-5)
     assert (np.abs(out.weights - 0.5)).max() > 0.05  # the DIG weights are not uniform
 

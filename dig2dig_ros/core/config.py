@@ -51,8 +51,10 @@ class GuidanceConfig:
     mode: str = "weighted"  # weighted: proximal step on the guidance energy | ddfm: DDFM's EM step
     data_sigma: float = 0.01  # σ_d: the data's uncertainty, [0,1] grey units; larger lets the prior say more
     noise_scale: float = 2.0  # σ_d is at least this times the sources' estimated noise σ (MAD), per frame (0: off)
-    grad_weight: float = 32.0  # μ: weight of the gradient term against the intensity term at a 640 px long side
-    # (scaled by the squared size ratio on other grids; docs/EVALUATION.md)
+    grad_weight: float = 16.0  # μ of the sampler's guidance steps: weight of the gradient term against the
+    # intensity term at a 640 px long side (scaled by the squared size ratio on other grids: 4 at 320 px)
+    blend_grad_weight: float = 256.0  # μ of dig-blend's closed-form blend, at 640 px (docs/EVALUATION.md); larger
+    # than the sampler's, where a strong gradient term leaves the prior's estimate nothing to decide
     grad_target: str = "maxabs"  # maxabs | weighted
     grad_scale: float = 0.85  # maxabs: the chosen source's edges are drawn at this share of their contrast
     select_sigma: float = 1.0  # maxabs: Gaussian σ (pixels at a 640 px long side) of the edge-choice score
@@ -141,8 +143,8 @@ class FusionConfig:
             raise ValueError("fullres.radius must be at least 1 and fullres.eps positive")
         if self.fullres.sharpness <= 0 or self.fullres.saliency_sigma <= 0 or self.fullres.shrink < 0:
             raise ValueError("fullres.sharpness and fullres.saliency_sigma must be positive, fullres.shrink >= 0")
-        if self.guidance.grad_weight < 0:
-            raise ValueError(f"guidance.grad_weight must be >= 0, got {self.guidance.grad_weight}")
+        if self.guidance.grad_weight < 0 or self.guidance.blend_grad_weight < 0:
+            raise ValueError("guidance.grad_weight and guidance.blend_grad_weight must be >= 0")
         if self.guidance.grad_scale <= 0 or self.guidance.select_sigma < 0:
             raise ValueError("guidance.grad_scale must be positive and guidance.select_sigma >= 0")
         if self.fullres.detail_gain < 0 or self.fullres.solve_side < 0 or self.fullres.solve_noise < 0:

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from dig2dig_ros.core import fullres, imaging
-from dig2dig_ros.core.config import FusionConfig
+from dig2dig_ros.core.config import FusionConfig, GuidanceConfig
 from dig2dig_ros.core.device import resolve_device
 from dig2dig_ros.core.dig import DigWeighting, mask_weights
 from dig2dig_ros.core.guidance import guidance_target, make_guidance
@@ -186,11 +186,15 @@ class Fuser:
         masks_small = None if masks is None else np.stack([imaging.resize(m, work) for m in masks])
         return Prepared(sources, small, solve, list(chromas), masks, masks_small)
 
+    def _blend_guidance(self) -> GuidanceConfig:
+        """The guidance energy of the closed-form blend: the sampler's, with the blend's own μ."""
+        return replace(self.config.guidance, grad_weight=self.config.guidance.blend_grad_weight)
+
     def blend(self, sources: np.ndarray, weights: np.ndarray) -> np.ndarray:
         """The closed-form blend y* (h,w) in [0,1] of sources (K,h,w) in [0,1] under weights (K,h,w)."""
         s = torch.from_numpy(sources).to(self.device).unsqueeze(1) * 2 - 1  # (K,1,h,w) in [−1,1]
         w = torch.from_numpy(weights).to(self.device).unsqueeze(1)
-        y = guidance_target(s, w, self.config.guidance)[0, 0].cpu().numpy()
+        y = guidance_target(s, w, self._blend_guidance())[0, 0].cpu().numpy()
         return imaging.to_output(y, self.config.output_range).astype(np.float32)
 
     def _classical(self, sources: np.ndarray) -> np.ndarray:
@@ -282,7 +286,7 @@ class Fuser:
             weights = weighting.update(last, eps)
             if carried is not None and warm.momentum > 0:
                 weights = weighting.set_gain(last, warm.momentum * carried + (1 - warm.momentum) * weighting.gain)
-        y = guidance_target(sources, weights, cfg.guidance).clamp(-1, 1)
+        y = guidance_target(sources, weights, self._blend_guidance()).clamp(-1, 1)
         return {"luminance": y, "weights": weights, "history": weighting.history,
                 "cumulative": weighting.cumulative, "calls": calls, "gain": weighting.gain}
 
