@@ -102,29 +102,24 @@ def test_guidance_target_of_identical_sources_is_that_source(target):
     assert torch.allclose(y, c, atol=1e-4)
 
 
-def test_grad_scale_draws_the_chosen_edges_at_that_share_of_their_contrast():
+def _step_across_edge(config: GuidanceConfig) -> float:
+    """The blend's step across an edge (32×32) that only source 0 has, under equal weights."""
     edge = torch.zeros(1, 1, 32, 32)
     edge[..., 16:] = 1.0
-    flat = torch.zeros(1, 1, 32, 32)
-    w = torch.full((2, 1, 32, 32), 0.5)
-    steps = {}
-    for scale in (1.0, 0.85):
-        cfg = GuidanceConfig(grad_weight=_mu(1e4, 32), grad_scale=scale, select_sigma=0.0)
-        y = guidance_target(torch.cat([edge, flat]), w, cfg)
-        steps[scale] = float((y[..., 16] - y[..., 15]).mean())  # the step across the edge
+    y = guidance_target(torch.cat([edge, torch.zeros_like(edge)]), torch.full((2, 1, 32, 32), 0.5), config)
+    return float((y[..., 16] - y[..., 15]).mean())
+
+
+def test_grad_scale_draws_the_chosen_edges_at_that_share_of_their_contrast():
+    steps = {scale: _step_across_edge(GuidanceConfig(grad_weight=_mu(1e4, 32), grad_scale=scale, select_sigma=0.0))
+             for scale in (1.0, 0.85)}
     assert steps[1.0] == pytest.approx(1.0, abs=0.02)  # a strong gradient term: the infrared's full step ...
     assert steps[0.85] == pytest.approx(0.85, abs=0.02)  # ... or 0.85 of it
 
 
 def test_maxabs_keeps_an_edge_present_in_one_source_only():
-    edge = torch.zeros(1, 1, 32, 32)
-    edge[..., 16:] = 1.0
-    flat = torch.zeros(1, 1, 32, 32)
-    w = torch.full((2, 1, 32, 32), 0.5)
-    contrast = {}
-    for target in ("maxabs", "weighted"):
-        y = guidance_target(torch.cat([edge, flat]), w, GuidanceConfig(grad_weight=_mu(4.0, 32), grad_target=target))
-        contrast[target] = float((y[..., 16] - y[..., 15]).mean())  # the step across the edge
+    contrast = {target: _step_across_edge(GuidanceConfig(grad_weight=_mu(4.0, 32), grad_target=target))
+                for target in ("maxabs", "weighted")}
     assert contrast["maxabs"] > contrast["weighted"] + 0.1
 
 
