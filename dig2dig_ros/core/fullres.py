@@ -17,7 +17,8 @@ sources' edges, not a blur.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, fields
 
 import cv2
 import numpy as np
@@ -37,8 +38,11 @@ class FullResParams:
     sharpness: float = 1.0  # exponent on the local detail energy: higher is closer to a hard selection
     shrink: float = 2.0  # noise shrinkage threshold in units of each source's estimated noise σ (0: off)
     detail_gain: float = 1.0  # γ: share of the detail's contrast that is added
-    solve_side: int = 0  # not used here: the long side the fuser solves dig-blend's blend at (FullResConfig)
-    solve_noise: float = 0.0  # not used here: the noise limit on that size (FullResConfig)
+
+
+def params_from(config) -> FullResParams:
+    """FullResParams from a config.FullResConfig (whose other settings are the fuser's, not this step's)."""
+    return FullResParams(**{f.name: getattr(config, f.name) for f in fields(FullResParams)})
 
 
 def solve_size(size: tuple[int, int], work: tuple[int, int], side: int, noise: float, limit: float
@@ -98,11 +102,13 @@ def detail_weights(details: np.ndarray, weights: np.ndarray, params: FullResPara
 
 
 def reconstruct(fused_small: np.ndarray, weights_small: np.ndarray, sources: np.ndarray,
-                params: FullResParams, sources_small: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+                params: FullResParams, sources_small: np.ndarray | None = None,
+                noise: Sequence[float] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """The fused luminance (H,W) and weights (K,H,W) at the sources' size.
 
     fused_small: (h,w) in [0,1] at the working size; weights_small: (K,h,w); sources: (K,H,W) in [0,1];
-    sources_small: the sources already area-resized to (h,w), if the caller has them (K,h,w).
+    sources_small: the sources already area-resized to (h,w), if the caller has them (K,h,w); noise: each
+    source's :func:`imaging.noise_sigma`, if the caller has it.
     """
     size = sources.shape[-2:]
     small = fused_small.shape
@@ -113,7 +119,9 @@ def reconstruct(fused_small: np.ndarray, weights_small: np.ndarray, sources: np.
     weights = upsample_weights(weights_small, sources_small, sources, params)  # (K,H,W)
     details = sources - np.stack([imaging.resize(c, size, cv2.INTER_LINEAR) for c in sources_small])  # (K,H,W)
     if params.shrink > 0:
-        thresholds = [params.shrink * imaging.noise_sigma(c) for c in sources]
+        if noise is None:
+            noise = [imaging.noise_sigma(c) for c in sources]
+        thresholds = [params.shrink * sigma for sigma in noise]
         details = np.stack([shrink(d, t) for d, t in zip(details, thresholds, strict=True)])
     dw = detail_weights(details, weights, params)
     detail = (dw * details).sum(0)  # (H,W)

@@ -62,6 +62,7 @@ class Prepared:
     sources: np.ndarray  # (K,H,W) float32 luminance in [0,1] at the common (input) size
     small: np.ndarray  # (K,h,w) the same at the working size
     solve: np.ndarray  # (K,h2,w2) the same at the size dig-blend solves its blend at (``small`` if that is it)
+    noise: list[float] | None  # per source, imaging.noise_sigma at the input size (None: not needed, input = working)
     chromas: list[np.ndarray | None]  # per source (H,W,2) Cr,Cb or None
     valid: np.ndarray | None  # (K,H,W) float32 1 where a source has data, or None (all valid)
     valid_small: np.ndarray | None  # (K,h,w)
@@ -108,7 +109,7 @@ class Fuser:
         else:
             names = ", ".join(["dig", "static", "ddfm", "dig-blend", *sorted(_classical_methods())])
             raise FusionError(f"unknown method {config.method!r}; available: {names}")
-        self.fullres = fullres.FullResParams(**vars(config.fullres))
+        self.fullres = fullres.params_from(config.fullres)
 
     def __call__(self, images: list[np.ndarray], valid: list[np.ndarray | None] | None = None,
                  should_stop: Callable[[], bool] | None = None, warm: WarmStart | None = None) -> FusionResult:
@@ -137,13 +138,14 @@ class Fuser:
         """The fused luminance and weights at the input size, not yet composed into the published frame."""
         if self.prior is None:  # classical methods run at the input size
             return FusionResult(fused=np.empty(0), luminance=self._classical(prep.sources), weights=None)
-        result = self.fuse_luminance(prep.small, prep.valid_small, should_stop, warm)
+        elsewhere = prep.solve is not prep.small  # dig-blend solves its blend above the working size
+        result = self.fuse_luminance(prep.small, prep.valid_small, should_stop, warm, solve=not elsewhere)
         fused, weights = result.luminance, result.weights  # (h,w), (K,h,w)
-        if prep.solve is not prep.small:  # dig-blend: the closed-form blend again, at the solve size
+        if elsewhere:
             weights = fullres.upsample_weights(weights, prep.small, prep.solve, self.fullres)  # (K,h2,w2)
             fused = self.blend(prep.solve, weights)
         result.luminance, result.weights = fullres.reconstruct(fused, weights, prep.sources, self.fullres,
-                                                               prep.solve)
+                                                               prep.solve, prep.noise)
         if prep.valid is not None:
             result.weights = mask_weights(torch.from_numpy(result.weights[:, None]),
                                           torch.from_numpy(prep.valid[:, None])).numpy()[:, 0]
@@ -176,15 +178,16 @@ class Fuser:
             sources = np.where(masks > 0, sources, np.where(covered > 0, fill, sources)).astype(np.float32)
         work = imaging.working_size(size, self.config.max_side)
         small = np.stack([imaging.resize(y, work) for y in sources])  # (K,h,w)
-        solve = small
-        if self.config.method == "dig-blend":
+        solve, noise = small, None
+        if self.prior is not None and work != size:  # the solve size and the detail's shrinkage need it
+            noise = [imaging.noise_sigma(y) for y in sources]
+        if self.config.method == "dig-blend" and noise is not None:
             cfg = self.config.fullres
-            noise = max(imaging.noise_sigma(y) for y in sources) if cfg.solve_noise > 0 else 0.0
-            side = fullres.solve_size(size, work, cfg.solve_side, noise, cfg.solve_noise)
+            side = fullres.solve_size(size, work, cfg.solve_side, max(noise), cfg.solve_noise)
             if side != work:
                 solve = sources if side == size else np.stack([imaging.resize(y, side) for y in sources])
         masks_small = None if masks is None else np.stack([imaging.resize(m, work) for m in masks])
-        return Prepared(sources, small, solve, list(chromas), masks, masks_small)
+        return Prepared(sources, small, solve, noise, list(chromas), masks, masks_small)
 
     def _blend_guidance(self) -> GuidanceConfig:
         """The guidance energy of the closed-form blend: the sampler's, with the blend's own μ."""
@@ -201,10 +204,12 @@ class Fuser:
         return np.clip(_classical_methods()[self.config.method](list(sources)), 0, 1).astype(np.float32)
 
     def fuse_luminance(self, y: np.ndarray, valid: np.ndarray | None = None,
-                       should_stop: Callable[[], bool] | None = None, warm: WarmStart | None = None) -> FusionResult:
+                       should_stop: Callable[[], bool] | None = None, warm: WarmStart | None = None,
+                       solve: bool = True) -> FusionResult:
         """Fuse luminance planes (K,h,w) in [0,1] at their size; returns luminance, weights and DIG history there.
 
-        Classical methods return weights None (their result at this size is in ``luminance``).
+        Classical methods return weights None (their result at this size is in ``luminance``). ``solve`` False:
+        dig-blend stops at the weights (the caller solves the blend at another size; ``luminance`` is empty).
         """
         cfg = self.config
         if self.prior is None:
@@ -219,11 +224,12 @@ class Fuser:
         self.prior.check_size(*sources.shape[-2:])
         generator = torch.Generator(self.device).manual_seed(cfg.sampler.seed)
         if cfg.method == "dig-blend":
-            out = self._blend(sources, generator, valid_t, warm)
+            out = self._blend(sources, generator, valid_t, warm, solve)
         else:
             noise = max(imaging.noise_sigma(c) for c in y)  # the sources' noise σ, from the host copy
             out = self._sample(sources, generator, valid_t, should_stop, warm, noise)
-        lum = imaging.to_output(out["luminance"][0, 0, :h, :w].cpu().numpy(), cfg.output_range)
+        lum = np.empty(0, np.float32) if out["luminance"] is None else imaging.to_output(
+            out["luminance"][0, 0, :h, :w].cpu().numpy(), cfg.output_range)
         history = out["history"]
         return FusionResult(
             fused=np.empty(0),
@@ -262,7 +268,7 @@ class Fuser:
                 "cumulative": out.cumulative_dig, "calls": out.prior_calls, "sample": out.sample}
 
     def _blend(self, sources: torch.Tensor, generator: torch.Generator, valid: torch.Tensor | None,
-               warm: WarmStart | None = None) -> dict:
+               warm: WarmStart | None = None, solve: bool = True) -> dict:
         """DIG weights from the probes of the sampler's last weight update (one batched prior call), then y*.
 
         With a warm start carrying a gain of this size, that gain is reused (no prior call) or, when this frame
@@ -286,7 +292,7 @@ class Fuser:
             weights = weighting.update(last, eps)
             if carried is not None and warm.momentum > 0:
                 weights = weighting.set_gain(last, warm.momentum * carried + (1 - warm.momentum) * weighting.gain)
-        y = guidance_target(sources, weights, self._blend_guidance()).clamp(-1, 1)
+        y = guidance_target(sources, weights, self._blend_guidance()).clamp(-1, 1) if solve else None
         return {"luminance": y, "weights": weights, "history": weighting.history,
                 "cumulative": weighting.cumulative, "calls": calls, "gain": weighting.gain}
 
