@@ -7,7 +7,15 @@ import torch
 from dig2dig_ros.core.config import DigConfig, FusionConfig, GuidanceConfig
 from dig2dig_ros.core.dig import box_mean, gaussian_blur, weights_from_gain
 from dig2dig_ros.core.fusion import Fuser
-from dig2dig_ros.core.guidance import REFERENCE_SIDE, ProximalGuidance, gradient_target, guidance_target
+from dig2dig_ros.core.guidance import (
+    GRADIENTS,
+    REFERENCE_SIDE,
+    ProximalGuidance,
+    gradient_symbols,
+    gradient_target,
+    guidance_target,
+    mirror_extend,
+)
 from dig2dig_ros.core.priors.wiener import WienerPrior
 from dig2dig_ros.core.sampler import SamplerError, sample_dig
 from dig2dig_ros.core.schedule import timesteps
@@ -94,12 +102,29 @@ def _mu(mu_on_grid: float, side: int) -> float:
 
 
 @pytest.mark.parametrize("target", ["maxabs", "weighted"])
-def test_guidance_target_of_identical_sources_is_that_source(target):
+@pytest.mark.parametrize("gradient", sorted(GRADIENTS))
+def test_guidance_target_of_identical_sources_is_that_source(target, gradient):
     c = _textured(seed=7)
     w = torch.full((2, 1, 48, 64), 0.5)
-    cfg = GuidanceConfig(grad_weight=_mu(2.0, 64), grad_target=target, grad_scale=1.0)
+    cfg = GuidanceConfig(grad_weight=_mu(2.0, 64), grad_target=target, grad_scale=1.0, gradient=gradient)
     y = guidance_target(torch.cat([c, c]), w, cfg)
     assert torch.allclose(y, c, atol=1e-4)
+
+
+@pytest.mark.parametrize("gradient", sorted(GRADIENTS))
+def test_gradient_symbols_are_the_operators_transfer_functions(gradient):
+    x = mirror_extend(_textured(h=12, w=20, seed=3)).double()  # (1,1,24,40): the grid the solve works on
+    sx, sy = gradient_symbols(12, 20, gradient, x)
+    gx, gy = GRADIENTS[gradient](x)
+    spectrum = torch.fft.rfft2(x)
+    assert torch.allclose(torch.fft.rfft2(gx), sx * spectrum, atol=1e-9)
+    assert torch.allclose(torch.fft.rfft2(gy), sy * spectrum, atol=1e-9)
+
+
+def test_sobel_gradient_of_a_unit_ramp_is_one():
+    ramp = torch.arange(16.0).repeat(8, 1)[None, None]  # (1,1,8,16), slope 1 along x
+    gx, gy = GRADIENTS["sobel"](ramp)
+    assert torch.allclose(gx[..., 1:-1], torch.ones(1, 1, 8, 14)) and torch.allclose(gy, torch.zeros_like(gy))
 
 
 def _step_across_edge(config: GuidanceConfig) -> float:

@@ -39,9 +39,9 @@ def test_full_loop_with_a_dummy_denoiser_matches_golden_values():
     sources = _grid_sources()
     x = torch.linspace(-1, 1, 64).view(1, 1, 8, 8)
     # μ = 0.5 on this 8×8 grid (grad_weight is stated at a 640 px long side), edges at full contrast, chosen
-    # per pixel: the settings these values were pinned with before those options existed.
+    # per pixel, forward differences: the settings these values were pinned with before those options existed.
     cfg = GuidanceConfig(data_sigma=0.05, noise_scale=0.0, grad_weight=0.5 * (640 / 8) ** 2, grad_scale=1.0,
-                         select_sigma=0.0)
+                         select_sigma=0.0, gradient="forward")
     guide = ProximalGuidance(sources, cfg)
     sums = []
     out = sample(_LinearPrior(), x, [999, 600, 200, 0], StaticWeighting(torch.full_like(sources, 0.5)), guide,
@@ -137,7 +137,8 @@ def test_blend_is_the_closed_form_target_under_dig_weights_from_one_prior_call()
     out = fuser.fuse_luminance(np.stack([a, b]))
     assert out.prior_calls == 1
     sources = torch.from_numpy(np.stack([a, b]))[:, None] * 2 - 1
-    blend_energy = replace(fuser.config.guidance, grad_weight=fuser.config.guidance.blend_grad_weight)
+    blend_energy = replace(fuser.config.guidance, grad_weight=fuser.config.guidance.blend_grad_weight,
+                           gradient=fuser.config.guidance.blend_gradient)
     target = guidance_target(sources, torch.from_numpy(out.weights)[:, None], blend_energy).clamp(-1, 1)
     np.testing.assert_allclose(out.luminance, ((target + 1) / 2)[0, 0].numpy(), atol=1e-5)
     assert (np.abs(out.weights - 0.5)).max() > 0.05  # the DIG weights are not uniform

@@ -190,8 +190,9 @@ class Fuser:
         return Prepared(sources, small, solve, noise, list(chromas), masks, masks_small)
 
     def _blend_guidance(self) -> GuidanceConfig:
-        """The guidance energy of the closed-form blend: the sampler's, with the blend's own μ."""
-        return replace(self.config.guidance, grad_weight=self.config.guidance.blend_grad_weight)
+        """The guidance energy of the closed-form blend: the sampler's, with the blend's own μ and gradient."""
+        cfg = self.config.guidance
+        return replace(cfg, grad_weight=cfg.blend_grad_weight, gradient=cfg.blend_gradient)
 
     def blend(self, sources: np.ndarray, weights: np.ndarray) -> np.ndarray:
         """The closed-form blend y* (h,w) in [0,1] of sources (K,h,w) in [0,1] under weights (K,h,w)."""

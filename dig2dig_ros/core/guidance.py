@@ -2,7 +2,9 @@
 
 Guidance energy, per pixel weighted by W_k (Σ_k W_k = 1):
     E(y) = Σ_k W_k·(y − c_k)² + μ·|∇y − g|²
-with g = Σ_k W_k·∇c_k (`weighted` gradient target) or s·∇c_k of the source k with the largest W_k·|∇c_k|, that
+with ∇ the Sobel gradient (normalised to unit slope: a central difference across, [1 2 1]/4 along; `sobel`) or
+forward differences (`forward`), and g = Σ_k W_k·∇c_k (`weighted` gradient target) or s·∇c_k of the source k with
+the largest W_k·|∇c_k|, that
 score smoothed by a Gaussian of σ_sel so that neighbouring pixels take their edges from the same source
 (`maxabs`). s = `grad_scale` < 1 draws the chosen edges slightly below their source's contrast: the fused image
 then sits between the sources (SSIM against each) and keeps every chosen edge within the 0.7–1.4 contrast band
@@ -50,9 +52,15 @@ def forward_gradient(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.roll(x, -1, dims=-1) - x, torch.roll(x, -1, dims=-2) - x
 
 
-def gradient_adjoint(gx: torch.Tensor, gy: torch.Tensor) -> torch.Tensor:
-    """∇ᵀ(gx, gy), the adjoint of :func:`forward_gradient` (minus the divergence)."""
-    return (torch.roll(gx, 1, dims=-1) - gx) + (torch.roll(gy, 1, dims=-2) - gy)
+def sobel_gradient(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Periodic Sobel responses (∂x, ∂y) of x (...,H,W), divided by 8 so that a unit ramp gives 1."""
+    along_y = (torch.roll(x, 1, dims=-2) + 2 * x + torch.roll(x, -1, dims=-2)) / 4
+    along_x = (torch.roll(x, 1, dims=-1) + 2 * x + torch.roll(x, -1, dims=-1)) / 4
+    return ((torch.roll(along_y, -1, dims=-1) - torch.roll(along_y, 1, dims=-1)) / 2,
+            (torch.roll(along_x, -1, dims=-2) - torch.roll(along_x, 1, dims=-2)) / 2)
+
+
+GRADIENTS = {"sobel": sobel_gradient, "forward": forward_gradient}
 
 
 def mirror_extend(x: torch.Tensor) -> torch.Tensor:
@@ -61,17 +69,26 @@ def mirror_extend(x: torch.Tensor) -> torch.Tensor:
     return torch.cat([x, x.flip(-2)], dim=-2)
 
 
-def laplace_symbol(h: int, w: int, like: torch.Tensor) -> torch.Tensor:
-    """The rfft2 symbol of ∇ᵀ∇ on the (2h, 2w) mirror-extended grid: (2h, w+1)."""
-    fy = torch.fft.fftfreq(2 * h, device=like.device, dtype=like.dtype)[:, None]
-    fx = torch.fft.rfftfreq(2 * w, device=like.device, dtype=like.dtype)[None, :]
-    return (2 - 2 * torch.cos(2 * torch.pi * fx)) + (2 - 2 * torch.cos(2 * torch.pi * fy))
+def gradient_symbols(h: int, w: int, kind: str, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The rfft2 symbols (2h, w+1) of the gradient `kind`'s ∂x and ∂y on the (2h, 2w) mirror-extended grid."""
+    fy = 2 * torch.pi * torch.fft.fftfreq(2 * h, device=like.device, dtype=like.dtype)[:, None]
+    fx = 2 * torch.pi * torch.fft.rfftfreq(2 * w, device=like.device, dtype=like.dtype)[None, :]
+    if kind == "forward":  # x[n+1] − x[n]
+        return torch.polar(torch.ones_like(fx), fx) - 1, torch.polar(torch.ones_like(fy), fy) - 1
+    # (x[n+1] − x[n−1])/2 across, (x[n−1] + 2x[n] + x[n+1])/4 along
+    return 1j * torch.sin(fx) * (1 + torch.cos(fy)) / 2, 1j * torch.sin(fy) * (1 + torch.cos(fx)) / 2
+
+
+def gradient_power(h: int, w: int, kind: str, like: torch.Tensor) -> torch.Tensor:
+    """|∂x|² + |∂y|², the symbol (2h, w+1) of ∇ᵀ∇ on the mirror-extended grid (the Laplacian's for `forward`)."""
+    sx, sy = gradient_symbols(h, w, kind, like)
+    return sx.abs() ** 2 + sy.abs() ** 2
 
 
 def gradient_target(sources: torch.Tensor, weights: torch.Tensor, config: GuidanceConfig
                     ) -> tuple[torch.Tensor, torch.Tensor]:
     """g = (gx, gy) (1,1,2H,2W) on the mirror-extended grid for sources and weights (K,1,H,W)."""
-    gx, gy = forward_gradient(mirror_extend(sources))  # (K,1,2H,2W)
+    gx, gy = GRADIENTS[config.gradient](mirror_extend(sources))  # (K,1,2H,2W)
     wt = mirror_extend(weights)
     if config.grad_target == "weighted":
         return (wt * gx).sum(0, keepdim=True), (wt * gy).sum(0, keepdim=True)
@@ -86,13 +103,15 @@ def gradient_target(sources: torch.Tensor, weights: torch.Tensor, config: Guidan
 
 
 def energy_rhs(sources: torch.Tensor, weights: torch.Tensor, config: GuidanceConfig) -> torch.Tensor:
-    """Σ_k W_k·c_k + μ∇ᵀg on the mirror-extended grid (1,1,2H,2W): E's linear term."""
-    intensity = mirror_extend((weights * sources).sum(dim=0, keepdim=True))
-    mu = grad_weight(config, *sources.shape[-2:])
+    """The rfft2 (1,1,2H,W+1) of Σ_k W_k·c_k + μ∇ᵀg on the mirror-extended grid: E's linear term."""
+    intensity = torch.fft.rfft2(mirror_extend((weights * sources).sum(dim=0, keepdim=True)))
+    h, w = sources.shape[-2:]
+    mu = grad_weight(config, h, w)
     if mu == 0:
         return intensity
     tx, ty = gradient_target(sources, weights, config)
-    return intensity + mu * gradient_adjoint(tx, ty)
+    sx, sy = gradient_symbols(h, w, config.gradient, sources)
+    return intensity + mu * (sx.conj() * torch.fft.rfft2(tx) + sy.conj() * torch.fft.rfft2(ty))
 
 
 def guidance_target(sources: torch.Tensor, weights: torch.Tensor, config: GuidanceConfig) -> torch.Tensor:
@@ -101,9 +120,8 @@ def guidance_target(sources: torch.Tensor, weights: torch.Tensor, config: Guidan
     mu = grad_weight(config, h, w)
     if mu == 0:
         return (weights * sources).sum(dim=0, keepdim=True)
-    rhs = torch.fft.rfft2(energy_rhs(sources, weights, config))
-    y = torch.fft.irfft2(rhs / (1 + mu * laplace_symbol(h, w, sources)), s=(2 * h, 2 * w))
-    return y[..., :h, :w]
+    spectrum = energy_rhs(sources, weights, config) / (1 + mu * gradient_power(h, w, config.gradient, sources))
+    return torch.fft.irfft2(spectrum, s=(2 * h, 2 * w))[..., :h, :w]
 
 
 class ProximalGuidance:
@@ -115,7 +133,7 @@ class ProximalGuidance:
         self.sources, self.config = sources, config  # (K,1,H,W) in [−1,1]
         h, w = sources.shape[-2:]
         self.size = (h, w)
-        self.laplace = grad_weight(config, h, w) * laplace_symbol(h, w, sources)  # (2H, W+1)
+        self.laplace = grad_weight(config, h, w) * gradient_power(h, w, config.gradient, sources)  # (2H, W+1)
         if noise_sigma is None and config.noise_scale > 0:
             host = ((sources[:, 0] + 1) / 2).cpu().numpy()  # (K,H,W) in [0,1]
             noise_sigma = max(imaging.noise_sigma(c) for c in host)
@@ -127,7 +145,7 @@ class ProximalGuidance:
     def __call__(self, y0: torch.Tensor, weights: torch.Tensor, alpha_bar: float) -> torch.Tensor:
         """y' (1,1,H,W) from the prior's luminance estimate y0 (1,1,H,W), weights (K,1,H,W), ᾱ of the step."""
         if weights is not self._weights:
-            self._weights, self._rhs = weights, torch.fft.rfft2(energy_rhs(self.sources, weights, self.config))
+            self._weights, self._rhs = weights, energy_rhs(self.sources, weights, self.config)
         sigma_t2 = (1 - alpha_bar) / max(alpha_bar, 1e-12)
         rho = self.data_sigma**2 / max(sigma_t2, 1e-12)
         h, w = self.size

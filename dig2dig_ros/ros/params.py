@@ -98,6 +98,8 @@ FUSION_DESCRIPTIONS: dict[str, str] = {
     "guidance.noise_scale": "sigma_d is at least this times the sources' estimated noise sigma, per frame (0: off)",
     "guidance.grad_weight": "sampler: weight of the gradient term against the intensity term, at a 640 px long side",
     "guidance.blend_grad_weight": "dig-blend: weight of the gradient term in the closed-form blend, at 640 px",
+    "guidance.gradient": "sampler: gradient operator of the guidance energy, forward (differences) or sobel (3x3)",
+    "guidance.blend_gradient": "dig-blend: gradient operator of the closed-form blend, sobel (3x3) or forward",
     "guidance.grad_target": "gradient target: maxabs (strongest weighted edge) or weighted (blend)",
     "guidance.grad_scale": "maxabs: share of the chosen source's edge contrast the target asks for",
     "guidance.select_sigma": "maxabs: Gaussian sigma of the edge-choice score, pixels at a 640 px long side",
@@ -137,7 +139,9 @@ FUSION_RANGES: dict[str, tuple[float, float]] = {
 FUSION_CHOICES: dict[str, tuple[str, ...]] = {
     "resize": core.RESIZE_POLICIES, "output_range": core.OUTPUT_RANGES, "dig.space": core.DIG_SPACES,
     "dig.distance": core.DIG_DISTANCES, "dig.direction": core.DIG_DIRECTIONS, "guidance.mode": core.GUIDANCE_MODES,
-    "guidance.grad_target": core.GRAD_TARGETS, "fullres.detail": core.DETAIL_MODES,
+    "guidance.grad_target": core.GRAD_TARGETS, "guidance.gradient": core.GRADIENTS,
+    "guidance.blend_gradient": core.GRADIENTS,
+    "fullres.detail": core.DETAIL_MODES,
 }
 # Settings the node does not expose: the task is VIF; the working size is `working_size`.
 NOT_DECLARED = ("task", "max_side")
