@@ -27,6 +27,7 @@ A step of the sampler must let the prior keep its say, so each guidance starts *
 from __future__ import annotations
 
 import torch
+from torch.nn import functional
 
 from dig2dig_ros.core import imaging
 from dig2dig_ros.core.config import GuidanceConfig
@@ -53,11 +54,11 @@ def forward_gradient(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def sobel_gradient(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Periodic Sobel responses (∂x, ∂y) of x (...,H,W), divided by 8 so that a unit ramp gives 1."""
-    along_y = (torch.roll(x, 1, dims=-2) + 2 * x + torch.roll(x, -1, dims=-2)) / 4
-    along_x = (torch.roll(x, 1, dims=-1) + 2 * x + torch.roll(x, -1, dims=-1)) / 4
-    return ((torch.roll(along_y, -1, dims=-1) - torch.roll(along_y, 1, dims=-1)) / 2,
-            (torch.roll(along_x, -1, dims=-2) - torch.roll(along_x, 1, dims=-2)) / 2)
+    """Periodic Sobel responses (∂x, ∂y) of x (N,C,H,W), divided by 8 so that a unit ramp gives 1."""
+    p = functional.pad(x, (1, 1, 1, 1), mode="circular")  # (N,C,H+2,W+2)
+    along_y = p[..., :-2, :] + 2 * p[..., 1:-1, :] + p[..., 2:, :]  # [1 2 1] down the columns: (N,C,H,W+2)
+    along_x = p[..., :-2] + 2 * p[..., 1:-1] + p[..., 2:]  # ... along the rows: (N,C,H+2,W)
+    return (along_y[..., 2:] - along_y[..., :-2]) / 8, (along_x[..., 2:, :] - along_x[..., :-2, :]) / 8
 
 
 GRADIENTS = {"sobel": sobel_gradient, "forward": forward_gradient}
