@@ -210,3 +210,18 @@ def test_box_mean_on_the_cpu_matches_the_running_sum_path():
 def test_gaussian_blur_on_the_cpu_matches_the_conv_path():
     x = torch.rand(3, 1, 41, 29)
     torch.testing.assert_close(gaussian_blur(x, 2.5), gaussian_blur(x.double(), 2.5).float(), atol=1e-5, rtol=0)
+
+
+def test_a_refit_keeps_more_edges_where_the_chosen_edge_field_cannot_be_integrated():
+    from dig2dig_ros.core.metrics import qabf
+
+    g = torch.Generator().manual_seed(0)
+    textures = [gaussian_blur(torch.randn(1, 1, 96, 128, generator=g), s) for s in (1.0, 2.0)]
+    sources = torch.cat([t / t.abs().max() for t in textures])  # (2,1,96,128): edges everywhere, in both
+    a, b = ((sources[:, 0].numpy() + 1) * 127.5).astype(np.float64)
+    cfg = GuidanceConfig(grad_weight=_mu(128.0, 128), gradient="sobel")
+    scores = {}
+    for refits in (0, 1):
+        y = guidance_target(sources, torch.full_like(sources, 0.5), cfg, refits)[0, 0].clamp(-1, 1)
+        scores[refits] = qabf((y.numpy() + 1) * 127.5, a, b)
+    assert scores[1] > scores[0] + 0.01  # measured 0.626 against 0.602

@@ -139,7 +139,8 @@ def test_blend_is_the_closed_form_target_under_dig_weights_from_one_prior_call()
     sources = torch.from_numpy(np.stack([a, b]))[:, None] * 2 - 1
     blend_energy = replace(fuser.config.guidance, grad_weight=fuser.config.guidance.blend_grad_weight,
                            gradient=fuser.config.guidance.blend_gradient)
-    target = guidance_target(sources, torch.from_numpy(out.weights)[:, None], blend_energy).clamp(-1, 1)
+    target = guidance_target(sources, torch.from_numpy(out.weights)[:, None], blend_energy,
+                             fuser.config.guidance.blend_refits).clamp(-1, 1)
     np.testing.assert_allclose(out.luminance, ((target + 1) / 2)[0, 0].numpy(), atol=1e-5)
     assert (np.abs(out.weights - 0.5)).max() > 0.05  # the DIG weights are not uniform
 

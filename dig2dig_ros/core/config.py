@@ -60,6 +60,8 @@ class GuidanceConfig:
     # Qabf measures edges); with sobel the sampler's output from noisy sources was no closer to the clean fusion
     # than the closed-form target (test/test_sampler.py: ratio 1.10, the test asks < 0.97)
     blend_gradient: str = "sobel"  # dig-blend's gradient operator (docs/EVALUATION.md)
+    blend_refits: int = 1  # dig-blend: solves again with the pixels whose edges could not be integrated let go
+    refit_ratio: float = 0.5  # ... those whose gradient misses the target by more than this share of its size
     grad_target: str = "maxabs"  # maxabs | weighted
     grad_scale: float = 0.85  # maxabs: the chosen source's edges are drawn at this share of their contrast
     select_sigma: float = 1.0  # maxabs: Gaussian σ (pixels at a 640 px long side) of the edge-choice score
@@ -152,6 +154,8 @@ class FusionConfig:
             raise ValueError("fullres.sharpness and fullres.saliency_sigma must be positive, fullres.shrink >= 0")
         if self.guidance.grad_weight < 0 or self.guidance.blend_grad_weight < 0:
             raise ValueError("guidance.grad_weight and guidance.blend_grad_weight must be >= 0")
+        if self.guidance.blend_refits < 0 or self.guidance.refit_ratio <= 0:
+            raise ValueError("guidance.blend_refits must be >= 0 and guidance.refit_ratio positive")
         if self.guidance.grad_scale <= 0 or self.guidance.select_sigma < 0:
             raise ValueError("guidance.grad_scale must be positive and guidance.select_sigma >= 0")
         if self.fullres.detail_gain < 0 or self.fullres.solve_side < 0 or self.fullres.solve_noise < 0:

@@ -206,7 +206,7 @@ class Fuser:
         """The closed-form blend y* (h,w) in [0,1] of sources (K,h,w) in [0,1] under weights (K,h,w)."""
         s = torch.from_numpy(sources).to(self.device).unsqueeze(1) * 2 - 1  # (K,1,h,w) in [−1,1]
         w = torch.from_numpy(weights).to(self.device).unsqueeze(1)
-        y = guidance_target(s, w, self._blend_guidance())[0, 0].cpu().numpy()
+        y = guidance_target(s, w, self._blend_guidance(), self.config.guidance.blend_refits)[0, 0].cpu().numpy()
         return imaging.to_output(y, self.config.output_range).astype(np.float32)
 
     def _classical(self, sources: np.ndarray) -> np.ndarray:
@@ -301,7 +301,8 @@ class Fuser:
             weights = weighting.update(last, eps)
             if carried is not None and warm.momentum > 0:
                 weights = weighting.set_gain(last, warm.momentum * carried + (1 - warm.momentum) * weighting.gain)
-        y = guidance_target(sources, weights, self._blend_guidance()).clamp(-1, 1) if solve else None
+        y = (guidance_target(sources, weights, self._blend_guidance(), cfg.guidance.blend_refits).clamp(-1, 1)
+             if solve else None)
         return {"luminance": y, "weights": weights, "history": weighting.history,
                 "cumulative": weighting.cumulative, "calls": calls, "gain": weighting.gain}
 

@@ -115,14 +115,35 @@ def energy_rhs(sources: torch.Tensor, weights: torch.Tensor, config: GuidanceCon
     return intensity + mu * (sx.conj() * torch.fft.rfft2(tx) + sy.conj() * torch.fft.rfft2(ty))
 
 
-def guidance_target(sources: torch.Tensor, weights: torch.Tensor, config: GuidanceConfig) -> torch.Tensor:
-    """y*, the minimiser of E, for sources and weights (K,1,H,W); returns (1,1,H,W): the closed-form blend."""
+def guidance_target(sources: torch.Tensor, weights: torch.Tensor, config: GuidanceConfig, refits: int = 0
+                    ) -> torch.Tensor:
+    """y*, the minimiser of E, for sources and weights (K,1,H,W); returns (1,1,H,W): the closed-form blend.
+
+    refits > 0: after each solve, the pixels whose gradient misses the target by more than `refit_ratio` times
+    the target's own size (where the chosen edges, switching between sources, cannot be integrated) take the
+    solution's gradient as their target, and E is solved again: they stop pulling the other pixels' edges
+    out of line (a truncated quadratic penalty, one reweighting step per refit).
+    """
     h, w = sources.shape[-2:]
     mu = grad_weight(config, h, w)
     if mu == 0:
         return (weights * sources).sum(dim=0, keepdim=True)
-    spectrum = energy_rhs(sources, weights, config) / (1 + mu * gradient_power(h, w, config.gradient, sources))
-    return torch.fft.irfft2(spectrum, s=(2 * h, 2 * w))[..., :h, :w]
+    intensity = torch.fft.rfft2(mirror_extend((weights * sources).sum(dim=0, keepdim=True)))  # (1,1,2H,W+1)
+    sx, sy = gradient_symbols(h, w, config.gradient, sources)
+    denominator = 1 + mu * (sx.abs() ** 2 + sy.abs() ** 2)
+    tx, ty = gradient_target(sources, weights, config)  # (1,1,2H,2W)
+
+    def solve(tx: torch.Tensor, ty: torch.Tensor) -> torch.Tensor:  # (1,1,2H,2W) on the mirror-extended grid
+        rhs = intensity + mu * (sx.conj() * torch.fft.rfft2(tx) + sy.conj() * torch.fft.rfft2(ty))
+        return torch.fft.irfft2(rhs / denominator, s=(2 * h, 2 * w))
+
+    y = solve(tx, ty)
+    for _ in range(refits):
+        gx, gy = GRADIENTS[config.gradient](y)
+        misfit = torch.hypot(gx - tx, gy - ty) > config.refit_ratio * torch.hypot(tx, ty)
+        tx, ty = torch.where(misfit, gx, tx), torch.where(misfit, gy, ty)
+        y = solve(tx, ty)
+    return y[..., :h, :w]
 
 
 class ProximalGuidance:
