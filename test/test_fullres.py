@@ -135,8 +135,8 @@ def test_dig_blend_solved_above_the_working_size_keeps_more_of_the_sources_edges
         fuser = Fuser(with_overrides(FusionConfig(), settings), prior=WienerPrior(), device="cpu")
         fused = fuser(list(sources)).luminance * 255  # (128,160)
         scores[solve_side] = (qabf(fused, a, b), ssim(fused, a, b))
-    assert scores[0][0] > scores[40][0] + 0.008  # more edges carried over (0.782 against 0.738 at the defaults) ...
-    assert scores[0][1] > scores[40][1] - 0.005  # ... at little cost in structure (SSIM 1.306 / 1.308)
+    assert scores[0][0] > scores[40][0] + 0.008  # more edges carried over (0.754 against 0.726 at the defaults) ...
+    assert scores[0][1] > scores[40][1] - 0.005  # ... at no cost in structure (SSIM 1.319 / 1.310)
 
 
 def test_the_solve_size_backs_off_where_the_sources_are_noisy():

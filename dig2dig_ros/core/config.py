@@ -54,7 +54,7 @@ class GuidanceConfig:
     noise_scale: float = 2.0  # σ_d is at least this times the sources' estimated noise σ (MAD), per frame (0: off)
     grad_weight: float = 16.0  # μ of the sampler's guidance steps: weight of the gradient term against the
     # intensity term at a 640 px long side (scaled by the squared size ratio on other grids: 4 at 320 px)
-    blend_grad_weight: float = 128.0  # μ of dig-blend's closed-form blend, at 640 px (docs/EVALUATION.md); larger
+    blend_grad_weight: float = 32.0  # μ of dig-blend's closed-form blend, at 640 px (docs/EVALUATION.md); larger
     # than the sampler's, where a strong gradient term leaves the prior's estimate nothing to decide
     gradient: str = "forward"  # the sampler's gradient operator: forward (forward differences) | sobel (3×3, as
     # Qabf measures edges); with sobel the sampler's output from noisy sources was no closer to the clean fusion
