@@ -114,6 +114,11 @@ def wins_vs(a: Sequence[Score], b: Sequence[Score], keys: Sequence[str] = FIDELI
     return [k for k in keys if better(mean(a, k), mean(b, k), k)]
 
 
+def tuning_wins(scores: dict, gff: dict, tuning: dict, noises: Sequence[float]) -> int:
+    """Wins against GFF on the fidelity metrics, per tuning dataset (dataset means), summed over the noise levels."""
+    return sum(len(wins_vs(of(scores[n], part), of(gff[n], part))) for part in tuning.values() for n in noises)
+
+
 def git_commit() -> str:
     try:
         out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True)
@@ -149,8 +154,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for overrides in GRID:
         scores = {n: runner.run(tune, {"method": "dig-blend", **overrides}, n) for n in (0.0, NOISE)}
         gff = {n: runner.run(tune, {"method": "gff"}, n) for n in (0.0, NOISE)}
-        clean_wins, noisy_wins = (sum(len(wins_vs(of(scores[n], part), of(gff[n], part))) for part in tuning.values())
-                                  for n in (0.0, NOISE))
+        clean_wins, noisy_wins = (tuning_wins(scores, gff, tuning, [n]) for n in (0.0, NOISE))
         grid_score[tuple(overrides.items())] = (clean_wins + noisy_wins, mean(scores[0.0], "Qabf"))
         label = ", ".join(f"{k} {v:g}" for k, v in overrides.items())
         most = 5 * len(tuning)
@@ -164,8 +168,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = {"method": "dig-blend", **fusion, **change}
         scores = {n: runner.run(tune, settings, n) for n in (0.0, NOISE)}
         gff = {n: runner.run(tune, {"method": "gff"}, n) for n in (0.0, NOISE)}
-        wins = sum(len(wins_vs(of(scores[n], part), of(gff[n], part)))
-                   for part in tuning.values() for n in (0.0, NOISE))
+        wins = tuning_wins(scores, gff, tuning, (0.0, NOISE))
         ablation_rows.append(f"| {label} | {wins}/{10 * len(tuning)} | {mean(scores[0.0], 'Qabf'):.3f} | "
                              f"{mean(scores[0.0], 'SSIM'):.3f} | {mean(scores[0.0], 'Nabf'):.4f} | "
                              f"{mean(scores[NOISE], 'Qabf'):.3f} | {mean(scores[NOISE], 'SSIM'):.3f} |")
@@ -173,8 +176,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     gff = {n: runner.run(tune, {"method": "gff"}, n) for n in (0.0, NOISE)}
     for method in ("dig", "dig-blend"):
         scores = {n: runner.run(tune, {"method": method, **fusion}, n) for n in (0.0, NOISE)}
-        method_wins[method] = sum(len(wins_vs(of(scores[n], part), of(gff[n], part)))
-                                  for part in tuning.values() for n in (0.0, NOISE))
+        method_wins[method] = tuning_wins(scores, gff, tuning, (0.0, NOISE))
         label = "dig (sampler, DIG-15)" if method == "dig" else "dig-blend (closed form)"
         for noise in (0.0, NOISE):
             s = scores[noise]

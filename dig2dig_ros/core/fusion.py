@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from dig2dig_ros.core import fullres, imaging
-from dig2dig_ros.core.config import FusionConfig, GuidanceConfig
+from dig2dig_ros.core.config import FusionConfig
 from dig2dig_ros.core.device import resolve_device
 from dig2dig_ros.core.dig import DigWeighting, mask_weights
 from dig2dig_ros.core.guidance import guidance_target, make_guidance
@@ -197,16 +197,18 @@ class Fuser:
         masks_small = None if masks is None else np.stack([imaging.resize(m, work) for m in masks])
         return Prepared(sources, small, solve, noise, list(chromas), masks, masks_small)
 
-    def _blend_guidance(self) -> GuidanceConfig:
-        """The guidance energy of the closed-form blend: the sampler's, with the blend's own μ and gradient."""
+    def _blend_target(self, sources: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        """dig-blend's y* (1,1,h,w) for sources and weights (K,1,h,w): the guidance energy with the blend's own μ
+        and gradient, and its refits."""
         cfg = self.config.guidance
-        return replace(cfg, grad_weight=cfg.blend_grad_weight, gradient=cfg.blend_gradient)
+        energy = replace(cfg, grad_weight=cfg.blend_grad_weight, gradient=cfg.blend_gradient)
+        return guidance_target(sources, weights, energy, cfg.blend_refits)
 
     def blend(self, sources: np.ndarray, weights: np.ndarray) -> np.ndarray:
         """The closed-form blend y* (h,w) in [0,1] of sources (K,h,w) in [0,1] under weights (K,h,w)."""
         s = torch.from_numpy(sources).to(self.device).unsqueeze(1) * 2 - 1  # (K,1,h,w) in [−1,1]
         w = torch.from_numpy(weights).to(self.device).unsqueeze(1)
-        y = guidance_target(s, w, self._blend_guidance(), self.config.guidance.blend_refits)[0, 0].cpu().numpy()
+        y = self._blend_target(s, w)[0, 0].cpu().numpy()
         return imaging.to_output(y, self.config.output_range).astype(np.float32)
 
     def _classical(self, sources: np.ndarray) -> np.ndarray:
@@ -301,8 +303,7 @@ class Fuser:
             weights = weighting.update(last, eps)
             if carried is not None and warm.momentum > 0:
                 weights = weighting.set_gain(last, warm.momentum * carried + (1 - warm.momentum) * weighting.gain)
-        y = (guidance_target(sources, weights, self._blend_guidance(), cfg.guidance.blend_refits).clamp(-1, 1)
-             if solve else None)
+        y = self._blend_target(sources, weights).clamp(-1, 1) if solve else None
         return {"luminance": y, "weights": weights, "history": weighting.history,
                 "cumulative": weighting.cumulative, "calls": calls, "gain": weighting.gain}
 

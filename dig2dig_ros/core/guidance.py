@@ -103,16 +103,26 @@ def gradient_target(sources: torch.Tensor, weights: torch.Tensor, config: Guidan
     return config.grad_scale * tx, config.grad_scale * ty
 
 
+def _intensity_term(sources: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """The rfft2 (1,1,2H,W+1) of Σ_k W_k·c_k on the mirror-extended grid."""
+    return torch.fft.rfft2(mirror_extend((weights * sources).sum(dim=0, keepdim=True)))
+
+
+def _gradient_term(tx: torch.Tensor, ty: torch.Tensor, symbols: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    """The rfft2 (1,1,2H,W+1) of ∇ᵀg for g = (tx, ty) (1,1,2H,2W), with ∇'s symbols (sx, sy)."""
+    sx, sy = symbols
+    return sx.conj() * torch.fft.rfft2(tx) + sy.conj() * torch.fft.rfft2(ty)
+
+
 def energy_rhs(sources: torch.Tensor, weights: torch.Tensor, config: GuidanceConfig) -> torch.Tensor:
     """The rfft2 (1,1,2H,W+1) of Σ_k W_k·c_k + μ∇ᵀg on the mirror-extended grid: E's linear term."""
-    intensity = torch.fft.rfft2(mirror_extend((weights * sources).sum(dim=0, keepdim=True)))
+    intensity = _intensity_term(sources, weights)
     h, w = sources.shape[-2:]
     mu = grad_weight(config, h, w)
     if mu == 0:
         return intensity
-    tx, ty = gradient_target(sources, weights, config)
-    sx, sy = gradient_symbols(h, w, config.gradient, sources)
-    return intensity + mu * (sx.conj() * torch.fft.rfft2(tx) + sy.conj() * torch.fft.rfft2(ty))
+    symbols = gradient_symbols(h, w, config.gradient, sources)
+    return intensity + mu * _gradient_term(*gradient_target(sources, weights, config), symbols)
 
 
 def guidance_target(sources: torch.Tensor, weights: torch.Tensor, config: GuidanceConfig, refits: int = 0
@@ -128,14 +138,13 @@ def guidance_target(sources: torch.Tensor, weights: torch.Tensor, config: Guidan
     mu = grad_weight(config, h, w)
     if mu == 0:
         return (weights * sources).sum(dim=0, keepdim=True)
-    intensity = torch.fft.rfft2(mirror_extend((weights * sources).sum(dim=0, keepdim=True)))  # (1,1,2H,W+1)
-    sx, sy = gradient_symbols(h, w, config.gradient, sources)
-    denominator = 1 + mu * (sx.abs() ** 2 + sy.abs() ** 2)
+    intensity = _intensity_term(sources, weights)  # (1,1,2H,W+1)
+    symbols = gradient_symbols(h, w, config.gradient, sources)
+    denominator = 1 + mu * (symbols[0].abs() ** 2 + symbols[1].abs() ** 2)
     tx, ty = gradient_target(sources, weights, config)  # (1,1,2H,2W)
 
     def solve(tx: torch.Tensor, ty: torch.Tensor) -> torch.Tensor:  # (1,1,2H,2W) on the mirror-extended grid
-        rhs = intensity + mu * (sx.conj() * torch.fft.rfft2(tx) + sy.conj() * torch.fft.rfft2(ty))
-        return torch.fft.irfft2(rhs / denominator, s=(2 * h, 2 * w))
+        return torch.fft.irfft2((intensity + mu * _gradient_term(tx, ty, symbols)) / denominator, s=(2 * h, 2 * w))
 
     y = solve(tx, ty)
     for _ in range(refits):
