@@ -82,6 +82,8 @@ class FullResConfig:
     # size (0 or ≥ the input: at the input size; never below the working size)
     solve_noise: float = 0.008  # ... but no finer than where the sources' estimated noise σ ([0,1] grey units),
     # averaged down with the image, falls to this (0: no limit); the detail above it is shrunk as noise
+    noise_exponent: float = 3.0  # dig-blend: where that noise σ exceeds solve_noise, the DIG weights' temperature is
+    # multiplied by (σ/solve_noise)^noise_exponent: flatter weights on noisy sources (0: off)
 
 
 @dataclass
@@ -158,8 +160,10 @@ class FusionConfig:
             raise ValueError("guidance.blend_refits must be >= 0 and guidance.refit_ratio positive")
         if self.guidance.grad_scale <= 0 or self.guidance.select_sigma < 0:
             raise ValueError("guidance.grad_scale must be positive and guidance.select_sigma >= 0")
-        if self.fullres.detail_gain < 0 or self.fullres.solve_side < 0 or self.fullres.solve_noise < 0:
-            raise ValueError("fullres.detail_gain, fullres.solve_side and fullres.solve_noise must be >= 0")
+        if min(self.fullres.detail_gain, self.fullres.solve_side, self.fullres.solve_noise,
+               self.fullres.noise_exponent) < 0:
+            raise ValueError("fullres.detail_gain, fullres.solve_side, fullres.solve_noise and "
+                             "fullres.noise_exponent must be >= 0")
         if self.max_side < 0:
             raise ValueError(f"max_side must be >= 0, got {self.max_side}")
         return self

@@ -62,6 +62,25 @@ def solve_size(size: tuple[int, int], work: tuple[int, int], side: int, noise: f
     return imaging.working_size(size, side)
 
 
+def noise_factor(noise: Sequence[float] | None, limit: float, exponent: float) -> float:
+    """f = (σ/limit)^exponent, at least 1, for the sources' largest noise σ: the factor dig-blend multiplies its
+    DIG temperature by on noisy sources (1: clean sources, no estimate, or switched off)."""
+    if not noise or limit <= 0 or exponent <= 0:
+        return 1.0
+    return max(1.0, max(noise) / limit) ** exponent
+
+
+def flatten_weights(weights: np.ndarray, factor: float) -> np.ndarray:
+    """Softmax weights (K,h,w) at temperature τ → the same softmax at τ·factor: w^(1/factor), renormalised.
+
+    A weight of 0 (a source without data there) stays 0.
+    """
+    if factor == 1.0:
+        return weights
+    w = np.power(np.maximum(weights, 0.0), 1.0 / factor)  # (K,h,w)
+    return (w / np.maximum(w.sum(0, keepdims=True), 1e-12)).astype(np.float32)
+
+
 def upsample_weights(weights: np.ndarray, guides_small: np.ndarray, guides: np.ndarray,
                      params: FullResParams) -> np.ndarray:
     """Weights (K,h,w) at the working size → (K,H,W) at the size of guides (K,H,W), along the guides' edges.

@@ -138,19 +138,24 @@ class Fuser:
         """The fused luminance and weights at the input size, not yet composed into the published frame."""
         if self.prior is None:  # classical methods run at the input size
             return FusionResult(fused=np.empty(0), luminance=self._classical(prep.sources), weights=None)
-        result = self.fuse_luminance(prep.small, prep.valid_small, should_stop, warm,
-                                     solve=prep.solve is prep.small)
+        blend_later = self.config.method == "dig-blend" and prep.noise is not None  # to_input_size solves it
+        result = self.fuse_luminance(prep.small, prep.valid_small, should_stop, warm, solve=not blend_later)
         return self.to_input_size(prep, result)
 
     def to_input_size(self, prep: Prepared, result: FusionResult) -> FusionResult:
         """The full-resolution step: ``result`` of :meth:`fuse_luminance` at the working size → the input size.
 
-        dig-blend, where it solves above the working size, brings the weights up to that size and solves its blend
-        there; then the band above comes from the sources (fullres.reconstruct).
+        dig-blend, when ``result`` stops at the weights, solves its blend here: at the solve size, the weights
+        flattened on noisy sources (fullres.noise_factor) and brought up to that size along the sources' edges; then
+        the band above comes from the sources (fullres.reconstruct).
         """
         fused, weights = result.luminance, result.weights  # (h,w), (K,h,w)
-        if prep.solve is not prep.small:  # dig-blend solves its blend above the working size
-            weights = fullres.upsample_weights(weights, prep.small, prep.solve, self.fullres)  # (K,h2,w2)
+        if fused.size == 0:  # dig-blend stopped at the weights
+            cfg = self.config.fullres
+            weights = fullres.flatten_weights(weights, fullres.noise_factor(prep.noise, cfg.solve_noise,
+                                                                            cfg.noise_exponent))
+            if prep.solve is not prep.small:
+                weights = fullres.upsample_weights(weights, prep.small, prep.solve, self.fullres)  # (K,h2,w2)
             fused = self.blend(prep.solve, weights)
         result.luminance, result.weights = fullres.reconstruct(fused, weights, prep.sources, self.fullres,
                                                                prep.solve, prep.noise)

@@ -125,6 +125,8 @@ FUSION_DESCRIPTIONS: dict[str, str] = {
     "fullres.solve_side": "dig-blend: long side the closed-form blend is solved at (0: input size)",
     "fullres.solve_noise": "dig-blend: the solve size shrinks until the sources' noise sigma, averaged down, is at "
                            "most this ([0,1] grey units; 0: off)",
+    "fullres.noise_exponent": "dig-blend: where the sources' noise sigma exceeds solve_noise, the DIG temperature "
+                              "is multiplied by (sigma/solve_noise)^this: flatter weights on noisy sources (0: off)",
 }
 FUSION_RANGES: dict[str, tuple[float, float]] = {
     "sampler.steps": (2, 1000), "sampler.eta": (0.0, 1.0), "sampler.seed": (0, 2**31 - 1),
@@ -138,7 +140,7 @@ FUSION_RANGES: dict[str, tuple[float, float]] = {
     "video.temporal_strength": (0.0, 1.0), "video.temporal_sigma": (1e-4, 1.0),
     "fullres.radius": (1, 64), "fullres.eps": (1e-8, 10.0), "fullres.sharpness": (0.01, 10.0),
     "fullres.saliency_sigma": (0.1, 50.0), "fullres.shrink": (0.0, 10.0), "fullres.detail_gain": (0.0, 2.0),
-    "fullres.solve_side": (0, 16384), "fullres.solve_noise": (0.0, 1.0),
+    "fullres.solve_side": (0, 16384), "fullres.solve_noise": (0.0, 1.0), "fullres.noise_exponent": (0.0, 16.0),
 }
 FUSION_CHOICES: dict[str, tuple[str, ...]] = {
     "resize": core.RESIZE_POLICIES, "output_range": core.OUTPUT_RANGES, "dig.space": core.DIG_SPACES,
