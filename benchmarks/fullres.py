@@ -62,7 +62,7 @@ def main() -> int:
     for method in ("dig", "dig-blend"):
         fuser = Fuser(with_overrides(FusionConfig(), {"max_side": args.working_size, "method": method}), device="cpu")
         prep = fuser.prepare(images)
-        here = prep.solve is prep.small  # dig-blend solves its blend at fullres.solve_side: part of the step
+        here = not fuser.blends_in_step(prep)  # dig-blend solves its blend in the step, at fullres.solve_side
         sampler = median_ms(lambda f=fuser, p=prep, s=here: f.fuse_luminance(p.small, solve=s), args.repeats)
         step = median_ms(lambda f=fuser, p=prep, s=here: f.to_input_size(p, f.fuse_luminance(p.small, solve=s)),
                          args.repeats) - sampler

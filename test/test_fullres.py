@@ -159,3 +159,45 @@ def test_fuser_solves_noisy_sources_at_a_smaller_size():
     assert fuser.prepare(list(sources)).solve.shape == (2, 256, 320)  # clean: at the input size
     small = fuser.prepare(list(noisy)).solve.shape
     assert 64 < max(small) < 320  # σ 0.02: averaged down to 0.008 over 2.5 pixels
+
+
+def test_the_noise_factor_is_one_on_clean_sources_and_grows_with_the_noise_above_the_limit():
+    from dig2dig_ros.core.fullres import noise_factor
+
+    assert noise_factor(None, 0.008, 3.0) == 1.0  # no estimate (input at the working size)
+    assert noise_factor([0.002, 0.006], 0.008, 3.0) == 1.0  # below the limit
+    assert noise_factor([0.002, 0.016], 0.008, 3.0) == 8.0  # the noisier source decides: 2³
+    assert noise_factor([0.016], 0.008, 0.0) == 1.0  # exponent 0: off
+    assert noise_factor([0.016], 0.0, 3.0) == 1.0  # limit 0: off
+
+
+def test_flattened_weights_are_the_softmax_at_a_higher_temperature_and_keep_masked_zeros():
+    import torch
+
+    from dig2dig_ros.core.dig import weights_from_gain
+    from dig2dig_ros.core.fullres import flatten_weights
+
+    gain = torch.from_numpy(np.random.default_rng(1).normal(0, 1, (2, 1, 16, 20)).astype(np.float32))
+    w8 = weights_from_gain(gain, 8.0)[:, 0].numpy()  # (2,16,20)
+    w32 = weights_from_gain(gain, 32.0)[:, 0].numpy()
+    np.testing.assert_allclose(flatten_weights(w8, 4.0), w32, atol=1e-5)
+    assert np.abs(w32 - 0.5).max() < np.abs(w8 - 0.5).max()  # flatter
+    assert flatten_weights(w8, 1.0) is w8
+    masked = np.stack([np.zeros((4, 4), np.float32), np.ones((4, 4), np.float32)])
+    np.testing.assert_array_equal(flatten_weights(masked, 4.0), masked)
+
+
+def test_dig_blend_flattens_its_weights_on_noisy_sources_only():
+    sources = _scene(h=256, w=320)
+    noisy = np.clip(sources + np.random.default_rng(0).normal(0, 0.02, sources.shape), 0, 1).astype(np.float32)
+    out = {}
+    for exponent in (0.0, 3.0):
+        settings = {"method": "dig-blend", "max_side": 64, "dig.temperature": 2.0, "fullres.noise_exponent": exponent}
+        fuser = Fuser(with_overrides(FusionConfig(), settings), prior=WienerPrior(), device="cpu")
+        out[exponent] = {name: fuser(list(s)) for name, s in (("clean", sources), ("noisy", noisy))}
+    clean0, clean3 = out[0.0]["clean"], out[3.0]["clean"]
+    np.testing.assert_array_equal(clean0.fused, clean3.fused)  # σ below fullres.solve_noise: nothing changes
+    spread = {e: float(np.abs(out[e]["noisy"].weights[0] - 0.5).mean()) for e in out}
+    assert spread[3.0] < 0.5 * spread[0.0]  # σ 0.02 against the limit 0.008: a factor 15.6 on the temperature
+    diff = np.abs(out[3.0]["noisy"].fused.astype(float) - out[0.0]["noisy"].fused.astype(float)).mean()
+    assert diff > 0.5  # ... and the fused frame changes with them (grey levels)

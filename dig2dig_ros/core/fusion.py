@@ -138,9 +138,14 @@ class Fuser:
         """The fused luminance and weights at the input size, not yet composed into the published frame."""
         if self.prior is None:  # classical methods run at the input size
             return FusionResult(fused=np.empty(0), luminance=self._classical(prep.sources), weights=None)
-        blend_later = self.config.method == "dig-blend" and prep.noise is not None  # to_input_size solves it
-        result = self.fuse_luminance(prep.small, prep.valid_small, should_stop, warm, solve=not blend_later)
+        result = self.fuse_luminance(prep.small, prep.valid_small, should_stop, warm,
+                                     solve=not self.blends_in_step(prep))
         return self.to_input_size(prep, result)
+
+    def blends_in_step(self, prep: Prepared) -> bool:
+        """Whether dig-blend solves its blend in the full-resolution step (:meth:`to_input_size`), not at the
+        working size: wherever the input is larger than the working size."""
+        return self.config.method == "dig-blend" and prep.noise is not None
 
     def to_input_size(self, prep: Prepared, result: FusionResult) -> FusionResult:
         """The full-resolution step: ``result`` of :meth:`fuse_luminance` at the working size → the input size.
