@@ -201,3 +201,14 @@ def test_dig_blend_flattens_its_weights_on_noisy_sources_only():
     assert spread[3.0] < 0.5 * spread[0.0]  # σ 0.02 against the limit 0.008: a factor 15.6 on the temperature
     diff = np.abs(out[3.0]["noisy"].fused.astype(float) - out[0.0]["noisy"].fused.astype(float)).mean()
     assert diff > 0.5  # ... and the fused frame changes with them (grey levels)
+
+
+def test_the_noise_estimate_of_8_bit_frames_follows_the_noise_between_the_8_bit_steps():
+    rng = np.random.default_rng(0)
+    base = cv2.GaussianBlur(rng.random((256, 320)).astype(np.float32), (0, 0), 8) * 0.5 + 0.25
+    estimates = []
+    for grey in (2.0, 2.25, 2.5, 2.75, 3.0):
+        frame = np.clip(np.round((base + rng.normal(0, grey / 255, base.shape)) * 255), 0, 255).astype(np.uint8)
+        estimates.append(noise_sigma(frame.astype(np.float32) / 255) * 255)
+        assert abs(estimates[-1] - grey) < 0.15  # a plain median reads 2.22 at 2.0 to 2.5 and 2.97 at 2.75 to 3.0
+    assert all(b > a for a, b in zip(estimates, estimates[1:]))  # ... and never moves in between

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import cv2
@@ -9,6 +10,7 @@ import numpy as np
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")  # what folder readers pick up
 MAD_TO_SIGMA = 1 / 0.6745  # median absolute deviation → σ for Gaussian noise (Donoho & Johnstone 1994)
+ROUNDING_VARIANCE_8BIT = 1 / (12 * 255**2)  # rounding to n/255: uniform error, variance q²/12 ([0,1] units)
 
 
 class ImageError(ValueError):
@@ -122,11 +124,25 @@ def resize(img: np.ndarray, size: tuple[int, int], upsample: int = cv2.INTER_CUB
 
 
 def noise_sigma(x: np.ndarray) -> float:
-    """Donoho's estimate of additive Gaussian noise σ in x (H,W): MAD of the finest diagonal Haar band / 0.6745."""
+    """Donoho's estimate of additive Gaussian noise σ in x (H,W): MAD of the finest diagonal Haar band / 0.6745.
+
+    For 8-bit data (x = n/255) that band takes only multiples of 1/510 and a plain median would move in steps of
+    0.74 grey levels; there the median is interpolated within its step (the grouped-data median), so the
+    estimate follows the noise continuously, and the rounding's own share (σ² = 1/12 grey level², what a clean
+    8-bit frame shows) is taken out: what is left is the noise the camera added.
+    """
     h, w = (x.shape[0] // 2) * 2, (x.shape[1] // 2) * 2
     q = x[:h, :w]
-    hh = (q[0::2, 0::2] - q[0::2, 1::2] - q[1::2, 0::2] + q[1::2, 1::2]) / 2
-    return float(np.median(np.abs(hh))) * MAD_TO_SIGMA
+    band = np.abs(q[0::2, 0::2] - q[0::2, 1::2] - q[1::2, 0::2] + q[1::2, 1::2]) / 2  # (H/2,W/2)
+    steps = band * 510.0  # an integer per coefficient if x came from 8-bit data
+    whole = np.rint(steps)
+    if band.size == 0 or np.abs(steps - whole).max() > 0.01:
+        return float(np.median(band)) * MAD_TO_SIGMA
+    median = float(np.median(whole))
+    below, at = np.count_nonzero(whole < median), np.count_nonzero(whole == median)
+    low, width = (0.0, 0.5) if median == 0 else (median - 0.5, 1.0)  # the values that round to `median`
+    sigma = (low + (whole.size / 2 - below) / at * width) / 510.0 * MAD_TO_SIGMA
+    return math.sqrt(max(0.0, sigma**2 - ROUNDING_VARIANCE_8BIT))
 
 
 def working_size(size: tuple[int, int], max_side: int) -> tuple[int, int]:
