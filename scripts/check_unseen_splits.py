@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
-from make_evaluation import FIDELITY, NOISE, REPO, Runner, git_commit, mean, pair_wins, split, wins_vs
+from make_evaluation import FIDELITY, NOISE, REPO, Runner, git_commit, mean, pair_wins, split, timed_log, wins_vs
 
 from dig2dig_ros.commands.evaluate import find_samples
 from dig2dig_ros.core.priors import load_prior
@@ -37,10 +37,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     started = time.perf_counter()
-
-    def log(message: str) -> None:
-        print(f"[{time.perf_counter() - started:6.0f} s] {message}", file=sys.stderr, flush=True)
-
+    log = timed_log()
     folder = Path(args.data) / "vif" / "llvip"
     if not folder.is_dir():
         print(f"no LLVIP pairs under {folder}", file=sys.stderr)

@@ -19,7 +19,7 @@ import platform
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -124,6 +124,16 @@ def tuning_wins(scores: dict, gff: dict, tuning: dict, noises: Sequence[float]) 
     return sum(len(wins_vs(of(scores[n], part), of(gff[n], part))) for part in tuning.values() for n in noises)
 
 
+def timed_log() -> Callable[[str], None]:
+    """A log to stderr whose lines carry the seconds since it was made."""
+    started = time.perf_counter()
+
+    def log(message: str) -> None:
+        print(f"[{time.perf_counter() - started:6.0f} s] {message}", file=sys.stderr, flush=True)
+
+    return log
+
+
 def git_commit() -> str:
     try:
         out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True)
@@ -141,10 +151,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     started = time.perf_counter()
-
-    def log(message: str) -> None:
-        print(f"[{time.perf_counter() - started:6.0f} s] {message}", file=sys.stderr, flush=True)
-
+    log = timed_log()
     data = Path(args.data)
     runner = Runner(load_prior("bundled", torch.device("cpu")), log)
     tuning, report = {}, {}
