@@ -26,6 +26,8 @@ A step of the sampler must let the prior keep its say, so each guidance starts *
 
 from __future__ import annotations
 
+import functools
+
 import torch
 from torch.nn import functional
 
@@ -70,20 +72,27 @@ def mirror_extend(x: torch.Tensor) -> torch.Tensor:
     return torch.cat([x, x.flip(-2)], dim=-2)
 
 
+@functools.lru_cache(maxsize=8)
+def _symbols(h: int, w: int, kind: str, device: torch.device, dtype: torch.dtype
+             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(∂x, ∂y, |∂x|² + |∂y|²) symbols (2h, w+1), made once per grid: a video's frames share one size."""
+    fy = 2 * torch.pi * torch.fft.fftfreq(2 * h, device=device, dtype=dtype)[:, None]
+    fx = 2 * torch.pi * torch.fft.rfftfreq(2 * w, device=device, dtype=dtype)[None, :]
+    if kind == "forward":  # x[n+1] − x[n]
+        sx, sy = torch.polar(torch.ones_like(fx), fx) - 1, torch.polar(torch.ones_like(fy), fy) - 1
+    else:  # (x[n+1] − x[n−1])/2 across, (x[n−1] + 2x[n] + x[n+1])/4 along
+        sx, sy = 1j * torch.sin(fx) * (1 + torch.cos(fy)) / 2, 1j * torch.sin(fy) * (1 + torch.cos(fx)) / 2
+    return sx, sy, sx.abs() ** 2 + sy.abs() ** 2
+
+
 def gradient_symbols(h: int, w: int, kind: str, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """The rfft2 symbols (2h, w+1) of the gradient `kind`'s ∂x and ∂y on the (2h, 2w) mirror-extended grid."""
-    fy = 2 * torch.pi * torch.fft.fftfreq(2 * h, device=like.device, dtype=like.dtype)[:, None]
-    fx = 2 * torch.pi * torch.fft.rfftfreq(2 * w, device=like.device, dtype=like.dtype)[None, :]
-    if kind == "forward":  # x[n+1] − x[n]
-        return torch.polar(torch.ones_like(fx), fx) - 1, torch.polar(torch.ones_like(fy), fy) - 1
-    # (x[n+1] − x[n−1])/2 across, (x[n−1] + 2x[n] + x[n+1])/4 along
-    return 1j * torch.sin(fx) * (1 + torch.cos(fy)) / 2, 1j * torch.sin(fy) * (1 + torch.cos(fx)) / 2
+    return _symbols(h, w, kind, like.device, like.dtype)[:2]
 
 
 def gradient_power(h: int, w: int, kind: str, like: torch.Tensor) -> torch.Tensor:
     """|∂x|² + |∂y|², the symbol (2h, w+1) of ∇ᵀ∇ on the mirror-extended grid (the Laplacian's for `forward`)."""
-    sx, sy = gradient_symbols(h, w, kind, like)
-    return sx.abs() ** 2 + sy.abs() ** 2
+    return _symbols(h, w, kind, like.device, like.dtype)[2]
 
 
 def gradient_target(sources: torch.Tensor, weights: torch.Tensor, config: GuidanceConfig
@@ -140,7 +149,7 @@ def guidance_target(sources: torch.Tensor, weights: torch.Tensor, config: Guidan
         return (weights * sources).sum(dim=0, keepdim=True)
     intensity = _intensity_term(sources, weights)  # (1,1,2H,W+1)
     symbols = gradient_symbols(h, w, config.gradient, sources)
-    denominator = 1 + mu * (symbols[0].abs() ** 2 + symbols[1].abs() ** 2)
+    denominator = 1 + mu * gradient_power(h, w, config.gradient, sources)
     tx, ty = gradient_target(sources, weights, config)  # (1,1,2H,2W)
 
     def solve(tx: torch.Tensor, ty: torch.Tensor) -> torch.Tensor:  # (1,1,2H,2W) on the mirror-extended grid
