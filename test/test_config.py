@@ -42,3 +42,11 @@ def test_node_parameters_take_the_core_defaults():
 def test_bad_video_settings_are_refused_by_name(name, value):
     with pytest.raises(ValueError, match=name.replace(".", r"\.")):
         with_overrides(FusionConfig(), {name: value}).validate()
+
+
+@pytest.mark.parametrize("value", [0, 1000])  # t = 0 is the clean source (ᾱ ≈ 1): nothing left to measure
+def test_a_dig_blend_probe_timestep_outside_the_schedule_is_refused(value):
+    with pytest.raises(ValueError, match=r"dig\.blend_probe_t must be in \[1, 999\]"):
+        with_overrides(FusionConfig(), {"dig.blend_probe_t": value}).validate()
+    ranges = {spec.name: (spec.low, spec.high) for spec in all_params()}
+    assert ranges["dig.blend_probe_t"] == (1, 999)  # the node refuses the same values

@@ -2,9 +2,10 @@
 
 import cv2
 import numpy as np
+import pytest
 
-from dig2dig_ros.core.config import FusionConfig, with_overrides
-from dig2dig_ros.core.fullres import FullResParams, reconstruct, shrink, upsample_weights
+from dig2dig_ros.core.config import FullResConfig, FusionConfig, with_overrides
+from dig2dig_ros.core.fullres import reconstruct, shrink, upsample_weights
 from dig2dig_ros.core.fusion import Fuser
 from dig2dig_ros.core.imaging import noise_sigma
 from dig2dig_ros.core.priors.wiener import WienerPrior
@@ -26,7 +27,7 @@ def test_upsampled_weights_stay_a_partition_of_unity_where_cubic_resizing_oversh
     weights = np.stack([w0, 1 - w0])
     cubic = cv2.resize(w0, (160, 128), interpolation=cv2.INTER_CUBIC)
     assert cubic.min() < 0 or cubic.max() > 1  # what the old resize did
-    up = upsample_weights(weights, small, sources, FullResParams())
+    up = upsample_weights(weights, small, sources, FullResConfig())
     assert up.shape == (2, 128, 160)
     assert up.min() >= 0 and up.max() <= 1
     np.testing.assert_allclose(up.sum(0), 1, atol=1e-5)
@@ -53,7 +54,7 @@ def test_reconstruction_carries_the_input_resolution_detail():
     small = np.stack([cv2.resize(c, (40, 32), interpolation=cv2.INTER_AREA) for c in sources])
     weights = np.full((2, 32, 40), 0.5, np.float32)
     fused_small = small.mean(0)
-    fused, up = reconstruct(fused_small, weights, sources, FullResParams())
+    fused, up = reconstruct(fused_small, weights, sources, FullResConfig())
     naive = cv2.resize(fused_small, (160, 128), interpolation=cv2.INTER_LINEAR)
 
     def edge_energy(x):
@@ -118,7 +119,7 @@ def test_detail_gain_scales_the_added_detail():
     small = np.stack([cv2.resize(c, (40, 32), interpolation=cv2.INTER_AREA) for c in sources])
     weights = np.full((2, 32, 40), 0.5, np.float32)
     base = cv2.resize(small.mean(0), (160, 128), interpolation=cv2.INTER_LINEAR)
-    added = {g: reconstruct(small.mean(0), weights, sources, FullResParams(detail_gain=g, shrink=0))[0] - base
+    added = {g: reconstruct(small.mean(0), weights, sources, FullResConfig(detail_gain=g, shrink=0))[0] - base
              for g in (1.0, 0.5)}
     inside = (slice(8, -8), slice(8, -8))  # away from the [0,1] clip at the borders
     np.testing.assert_allclose(added[0.5][inside], 0.5 * added[1.0][inside], atol=1e-5)
@@ -201,6 +202,38 @@ def test_dig_blend_flattens_its_weights_on_noisy_sources_only():
     assert spread[3.0] < 0.5 * spread[0.0]  # σ 0.02 against the limit 0.008: a factor 15.6 on the temperature
     diff = np.abs(out[3.0]["noisy"].fused.astype(float) - out[0.0]["noisy"].fused.astype(float)).mean()
     assert diff > 0.5  # ... and the fused frame changes with them (grey levels)
+
+
+@pytest.mark.parametrize("max_side", [160, 320, 0])  # the working size: the input's, above it, 0 (the input's)
+def test_dig_blend_flattens_its_weights_on_noisy_sources_no_larger_than_the_working_size(max_side):
+    sources = _scene()  # (2,128,160): no larger than the working size, so the blend is solved at the input size
+    noisy = np.clip(sources + np.random.default_rng(0).normal(0, 0.02, sources.shape), 0, 1).astype(np.float32)
+    out = {}
+    for exponent in (0.0, 3.0):
+        settings = {"method": "dig-blend", "max_side": max_side, "dig.temperature": 2.0,
+                    "fullres.noise_exponent": exponent}
+        fuser = Fuser(with_overrides(FusionConfig(), settings), prior=WienerPrior(), device="cpu")
+        out[exponent] = {name: fuser(list(s)) for name, s in (("clean", sources), ("noisy", noisy))}
+    for field in ("fused", "weights"):  # clean (σ 0.003, below fullres.solve_noise 0.008): nothing changes
+        np.testing.assert_array_equal(getattr(out[0.0]["clean"], field), getattr(out[3.0]["clean"], field))
+    factor = (max(noise_sigma(c) for c in noisy) / 0.008) ** 3  # σ 0.020: a factor 16 on the DIG temperature
+    sharp = out[0.0]["noisy"].weights ** (1 / factor)  # the softmax at that temperature, from the unflattened
+    np.testing.assert_allclose(out[3.0]["noisy"].weights, sharp / sharp.sum(0), atol=1e-5)
+    spread = {e: float(np.abs(out[e]["noisy"].weights[0] - 0.5).mean()) for e in out}
+    assert spread[3.0] < 0.2 * spread[0.0]
+    np.testing.assert_allclose(out[3.0]["noisy"].luminance, fuser.blend(noisy, out[3.0]["noisy"].weights), atol=1e-5)
+
+
+def test_the_fusers_full_resolution_step_is_the_one_these_tests_run():
+    sources = _scene()
+    fuser = Fuser(with_overrides(FusionConfig(), {"method": "dig", "max_side": 40, "sampler.steps": 4}),
+                  prior=WienerPrior(), device="cpu")
+    prep = fuser.prepare(list(sources))
+    small = fuser.fuse_luminance(prep.small)
+    fused, weights = reconstruct(small.luminance, small.weights, prep.sources, FullResConfig(), prep.small, prep.noise)
+    out = fuser.to_input_size(prep, small)
+    np.testing.assert_array_equal(out.luminance, fused)  # FullResConfig's defaults are the shipped step's
+    np.testing.assert_array_equal(out.weights, weights)
 
 
 def test_the_noise_estimate_of_8_bit_frames_follows_the_noise_between_the_8_bit_steps():

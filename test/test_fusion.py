@@ -1,9 +1,10 @@
 """The fusion pipeline around the sampler: colour handling per task, padding, working size, classical methods."""
 
+import cv2
 import numpy as np
 import pytest
 
-from dig2dig_ros.core.config import FusionConfig
+from dig2dig_ros.core.config import FusionConfig, with_overrides
 from dig2dig_ros.core.fusion import Fuser, FusionError
 from dig2dig_ros.core.priors.wiener import WienerPrior
 from dig2dig_ros.core.sample_scene import make_sample_pair
@@ -60,3 +61,87 @@ def test_classical_methods_run_through_the_same_pipeline(method):
 def test_unknown_method_is_refused():
     with pytest.raises(FusionError, match="unknown method 'nope'"):
         Fuser(FusionConfig(method="nope"), prior=WienerPrior(), device="cpu")
+
+
+class _Recording(WienerPrior):
+    """A Wiener prior that records the timesteps of every call it serves."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[set[int]] = []
+
+    def forward(self, x_t, t):
+        self.calls.append({int(s) for s in t})
+        return super().forward(x_t, t)
+
+
+def _hot_target(h=64, w=80):
+    """A hot square in a dark infrared frame, a textured visible one: [infrared, visible] uint8 (H,W)."""
+    rng = np.random.default_rng(5)
+    ir = np.full((h, w), 25, np.uint8)
+    ir[20:44, 28:52] = 230
+    vis = (cv2.GaussianBlur(rng.random((h, w)), (0, 0), 1.5) * 150 + 50).astype(np.uint8)
+    return [ir, vis]
+
+
+def test_dig_blend_probes_at_its_own_timestep_whatever_the_sampler_settings():
+    pair = _hot_target()
+    outs, probed = {}, {}
+    today = round(999 * (4 / 14) ** 2)  # DIG-15 (quadratic) updates its weights last at step 10: t = 82
+    for name, settings in (("default", {}), ("interval 1", {"dig.interval": 1}),  # before: t = 0
+                           ("25 uniform steps", {"sampler.steps": 25, "sampler.spacing": "uniform"})):
+        prior = _Recording()
+        config = with_overrides(FusionConfig(), {"method": "dig-blend", **settings})
+        outs[name] = Fuser(config, prior=prior, device="cpu")(pair)
+        probed[name] = prior.calls
+    assert all(calls == [{today}] for calls in probed.values()), probed
+    for name in ("interval 1", "25 uniform steps"):
+        np.testing.assert_array_equal(outs[name].weights, outs["default"].weights)
+        np.testing.assert_array_equal(outs[name].fused, outs["default"].fused)
+    assert outs["default"].weights[0][24:40, 32:48].mean() > 0.55  # the target is the infrared's
+
+
+def test_dig_blend_probe_timestep_is_a_setting_scaled_to_the_priors_schedule():
+    from dig2dig_ros.core.schedule import linear_alphas_cumprod, timesteps
+
+    prior = _Recording()
+    Fuser(with_overrides(FusionConfig(), {"method": "dig-blend", "dig.blend_probe_t": 300}), prior=prior,
+          device="cpu")(_hot_target())
+    assert prior.calls == [{300}]
+    short = _Recording()
+    short.alphas_cumprod = linear_alphas_cumprod(500)  # a prior trained with 500 steps
+    Fuser(FusionConfig(method="dig-blend"), prior=short, device="cpu")(_hot_target())
+    assert short.calls == [{int(timesteps(15, "quadratic", 500)[10])}] == [{41}]  # what it probed before
+
+
+@pytest.mark.parametrize("max_side", [32, 0])  # the blend solved in the full-resolution step, or at the input size
+@pytest.mark.parametrize("stop_at,stage,calls,blends,details", [
+    (1, "the DIG weights", 0, 0, 0), (2, "the blend", 1, 0, 0), (3, "the full-resolution step", 1, 1, 0)])
+def test_dig_blend_stops_between_its_stages(monkeypatch, max_side, stop_at, stage, calls, blends, details):
+    from dig2dig_ros.core import fullres
+    from dig2dig_ros.core.fusion import FusionCancelled
+
+    prior = _Recording()
+    fuser = Fuser(FusionConfig(method="dig-blend", max_side=max_side), prior=prior, device="cpu")
+    ran = {"blend": 0, "detail": 0}
+
+    def counted(name, fn):
+        def wrapper(*args, **kwargs):
+            ran[name] += 1
+            return fn(*args, **kwargs)
+        return wrapper
+
+    monkeypatch.setattr(fuser, "_blend_target", counted("blend", fuser._blend_target))
+    monkeypatch.setattr(fullres, "reconstruct", counted("detail", fullres.reconstruct))
+    asked = []
+
+    def should_stop() -> bool:
+        asked.append(1)
+        return len(asked) == stop_at
+
+    with pytest.raises(FusionCancelled, match=f"before {stage}$"):
+        fuser(_hot_target(), should_stop=should_stop)
+    assert (len(prior.calls), ran["blend"], ran["detail"]) == (calls, blends, details)
+    asked.clear()
+    out = fuser(_hot_target(), should_stop=lambda: False)  # never asked to stop: every stage runs
+    assert out.fused.shape == (64, 80) and ran == {"blend": blends + 1, "detail": details + 1}

@@ -169,7 +169,9 @@ def _walking_target(n=5, step=4):
 
 def test_a_reused_gain_follows_a_moving_hot_target():
     frames = _walking_target()
-    video = _blend_video({"dig.temperature": 2.0}, dig_every=100, temporal_strength=0.0)  # sharp weights
+    # sharp weights, and not flattened as noisy: the visible's fine texture reads as σ 0.011 to the noise estimate
+    video = _blend_video({"dig.temperature": 2.0, "fullres.noise_exponent": 0.0}, dig_every=100,
+                         temporal_strength=0.0)
     for i, frame in enumerate(frames):
         out = video(list(frame), stamp=i * 0.04)
     assert out.prior_calls == 0  # frame 4 reused frame 0's gain
@@ -177,3 +179,17 @@ def test_a_reused_gain_follows_a_moving_hot_target():
     target = (slice(18, 30), slice(28, 40))  # where the square is now (x 26..42), away from where it started
     assert out.weights[0][target].mean() > 0.9 * fresh.weights[0][target].mean()
     assert fresh.weights[0][target].mean() > 0.55  # the target is the infrared's (without the warp: 0.37 here)
+
+
+def test_a_cancelled_dig_blend_frame_raises_and_leaves_the_sequence_as_it_was():
+    from dig2dig_ros.core.fusion import FusionCancelled
+
+    video = _blend_video(dig_every=1)
+    frames = _frames(3)
+    video(list(frames[0]), stamp=0.0)
+    state = video.state
+    with pytest.raises(FusionCancelled, match="before the DIG weights"):
+        video(list(frames[1]), stamp=0.04, should_stop=lambda: True)  # the node is shutting down
+    assert video.state is state  # the next frame still starts from frame 0
+    video(list(frames[2]), stamp=0.08, should_stop=lambda: False)
+    assert video.last_reason == "warm"

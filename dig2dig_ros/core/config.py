@@ -19,6 +19,7 @@ DIG_DISTANCES = ("l2", "l1", "ssim")
 DIG_DIRECTIONS = ("ahead", "behind")
 OUTPUT_RANGES = ("clamp", "minmax")
 RESIZE_POLICIES = ("none", "first", "largest", "smallest")
+BLEND_PROBE_MAX = 999  # dig.blend_probe_t is a timestep of a 1000-step schedule; 0 (ᾱ ≈ 1) has little to measure
 
 
 @dataclass
@@ -43,6 +44,9 @@ class DigConfig:
     pool_sigma: float = 1 / 32  # Gaussian pooling σ as a fraction of the image's long side
     refine_radius: int = 8  # guided filter (by each source) of the weights, radius in working-size pixels (0: off)
     refine_eps: float = 0.01  # its regulariser, on sources in [−1,1]
+    blend_probe_t: int = 82  # dig-blend: the timestep its one DIG probe noises the sources to, on a 1000-step
+    # schedule (a prior trained with N steps: round(t·(N−1)/999)); 82 is DIG-15's last weight update (step 10 of
+    # the quadratic 15), which dig-blend took from sampler.steps and dig.interval before it had its own setting
 
 
 @dataclass
@@ -133,6 +137,8 @@ class FusionConfig:
             raise ValueError(f"sampler.steps must be at least 2, got {self.sampler.steps}")
         if self.dig.interval < 1:
             raise ValueError(f"dig.interval must be at least 1, got {self.dig.interval}")
+        if not 1 <= self.dig.blend_probe_t <= BLEND_PROBE_MAX:
+            raise ValueError(f"dig.blend_probe_t must be in [1, {BLEND_PROBE_MAX}], got {self.dig.blend_probe_t}")
         if self.dig.temperature <= 0:
             raise ValueError(f"dig.temperature must be positive, got {self.dig.temperature}")
         if self.guidance.noise_scale < 0:

@@ -12,37 +12,19 @@ noise-adaptive shrinkage (Donoho's MAD estimate of each source's noise level; no
 source). The DIG weights are brought up along the sources' edges with the fast guided filter (He & Sun 2015:
 the guided filter's linear coefficients are fitted at the working size and applied to the full-resolution
 guide), then clipped to [0,1] and renormalised to sum to 1 per pixel. No halos: the weights follow the
-sources' edges, not a blur.
+sources' edges, not a blur. The step's settings, defaults included, are config.FullResConfig's (the node's).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, fields
 
 import cv2
 import numpy as np
 
 from dig2dig_ros.core import imaging
 from dig2dig_ros.core.classical import guided_coefficients
-
-
-@dataclass(frozen=True)
-class FullResParams:
-    """The full-resolution step's settings (the defaults come from config.FullResConfig)."""
-
-    radius: int = 2  # guided filter radius at the working size, pixels
-    eps: float = 1e-3  # guided filter regulariser (intensities in [0,1])
-    detail: str = "maxabs"  # detail weights: maxabs (strongest local detail wins, softly) | dig (the DIG weights)
-    saliency_sigma: float = 2.0  # Gaussian σ (input pixels) of the local detail energy for `maxabs`
-    sharpness: float = 1.0  # exponent on the local detail energy: higher is closer to a hard selection
-    shrink: float = 2.0  # noise shrinkage threshold in units of each source's estimated noise σ (0: off)
-    detail_gain: float = 1.0  # γ: share of the detail's contrast that is added
-
-
-def params_from(config) -> FullResParams:
-    """FullResParams from a config.FullResConfig (whose other settings are the fuser's, not this step's)."""
-    return FullResParams(**{f.name: getattr(config, f.name) for f in fields(FullResParams)})
+from dig2dig_ros.core.config import FullResConfig
 
 
 def solve_size(size: tuple[int, int], work: tuple[int, int], side: int, noise: float, limit: float
@@ -82,7 +64,7 @@ def flatten_weights(weights: np.ndarray, factor: float) -> np.ndarray:
 
 
 def upsample_weights(weights: np.ndarray, guides_small: np.ndarray, guides: np.ndarray,
-                     params: FullResParams) -> np.ndarray:
+                     params: FullResConfig) -> np.ndarray:
     """Weights (K,h,w) at the working size → (K,H,W) at the size of guides (K,H,W), along the guides' edges.
 
     Each source's weight is guided by that source; the result lies in [0,1] and sums to 1 per pixel.
@@ -108,7 +90,7 @@ def shrink(detail: np.ndarray, threshold: float) -> np.ndarray:
     return detail * np.maximum(0.0, 1.0 - threshold * threshold / np.maximum(d2, 1e-12))
 
 
-def detail_weights(details: np.ndarray, weights: np.ndarray, params: FullResParams) -> np.ndarray:
+def detail_weights(details: np.ndarray, weights: np.ndarray, params: FullResConfig) -> np.ndarray:
     """Per-pixel weights (K,H,W) of the sources' detail bands (K,H,W), summing to 1."""
     if params.detail == "dig":
         return weights
@@ -121,7 +103,7 @@ def detail_weights(details: np.ndarray, weights: np.ndarray, params: FullResPara
 
 
 def reconstruct(fused_small: np.ndarray, weights_small: np.ndarray, sources: np.ndarray,
-                params: FullResParams, sources_small: np.ndarray | None = None,
+                params: FullResConfig, sources_small: np.ndarray | None = None,
                 noise: Sequence[float] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """The fused luminance (H,W) and weights (K,H,W) at the sources' size.
 

@@ -8,7 +8,8 @@ final DIG weight maps at the input size, and the per-update maps and cumulative 
 
 Methods: `dig` (the sampler with DIG weights), `static` (the sampler with W = 1/K), `ddfm` (DDFM's EM guidance
 with W = ½: the paper's fixed-guidance baseline), `dig-blend` (the closed-form minimiser of the guidance energy
-under DIG weights measured by one batched prior call: no sampling), and the classical methods.
+under DIG weights measured by one batched prior call at `dig.blend_probe_t`: no sampling), and the classical
+methods.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from dig2dig_ros.core.dig import DigWeighting, mask_weights
 from dig2dig_ros.core.guidance import guidance_target, make_guidance
 from dig2dig_ros.core.priors import Prior, load_prior
 from dig2dig_ros.core.sampler import SamplingCancelled, make_weighting, noise_to, sample
-from dig2dig_ros.core.schedule import alpha_bar
+from dig2dig_ros.core.schedule import NUM_TRAIN_TIMESTEPS, alpha_bar
 from dig2dig_ros.core.schedule import timesteps as make_timesteps
 
 
@@ -36,7 +37,13 @@ class FusionError(ValueError):
 
 
 class FusionCancelled(RuntimeError):
-    """The caller's ``should_stop`` stopped a fusion between two sampler steps."""
+    """The caller's ``should_stop`` stopped a fusion between two sampler steps or two of dig-blend's stages."""
+
+
+def _stop_point(should_stop: Callable[[], bool] | None, before: str) -> None:
+    """Raise FusionCancelled if ``should_stop`` says so; ``before`` names the stage that would run next."""
+    if should_stop is not None and should_stop():
+        raise FusionCancelled(f"stopped before {before}")
 
 
 @dataclass
@@ -62,7 +69,8 @@ class Prepared:
     sources: np.ndarray  # (K,H,W) float32 luminance in [0,1] at the common (input) size
     small: np.ndarray  # (K,h,w) the same at the working size
     solve: np.ndarray  # (K,h2,w2) the same at the size dig-blend solves its blend at (``small`` if that is it)
-    noise: list[float] | None  # per source, imaging.noise_sigma at the input size (None: not needed, input = working)
+    noise: list[float] | None  # per source, imaging.noise_sigma at the input size (None: not needed: no prior, or
+    # a sampler method with the input at the working size)
     chromas: list[np.ndarray | None]  # per source (H,W,2) Cr,Cb or None
     valid: np.ndarray | None  # (K,H,W) float32 1 where a source has data, or None (all valid)
     valid_small: np.ndarray | None  # (K,h,w)
@@ -104,12 +112,13 @@ class Fuser:
             self.prior = load_prior(prior, self.device) if isinstance(prior, str) else prior.to(self.device)
             num_train = len(self.prior.alphas_cumprod)  # a diffusers prior may not have 1000 steps
             self.timesteps = [int(t) for t in make_timesteps(config.sampler.steps, config.sampler.spacing, num_train)]
+            # dig-blend's probe: dig.blend_probe_t of a 1000-step schedule on this prior's (exact for 1000 steps)
+            self.blend_probe = round(config.dig.blend_probe_t * (num_train - 1) / (NUM_TRAIN_TIMESTEPS - 1))
         elif config.method in _classical_methods():
-            self.prior, self.timesteps = None, []
+            self.prior, self.timesteps, self.blend_probe = None, [], 0
         else:
             names = ", ".join(["dig", "static", "ddfm", "dig-blend", *sorted(_classical_methods())])
             raise FusionError(f"unknown method {config.method!r}; available: {names}")
-        self.fullres = fullres.params_from(config.fullres)
 
     def __call__(self, images: list[np.ndarray], valid: list[np.ndarray | None] | None = None,
                  should_stop: Callable[[], bool] | None = None, warm: WarmStart | None = None) -> FusionResult:
@@ -117,7 +126,8 @@ class Fuser:
 
         ``valid``: per source None or an (H,W) mask, nonzero where that source has data (e.g. a registered
         infrared frame's field of view); elsewhere its weight is 0. ``should_stop`` is checked between sampler
-        steps (FusionCancelled). ``warm`` starts the sampler part-way from a previous frame's sample.
+        steps and between dig-blend's stages (FusionCancelled). ``warm`` starts the sampler part-way from a
+        previous frame's sample.
         """
         start = time.perf_counter()
         result = self.fuse_prepared(self.prepare(images, valid), should_stop, warm)
@@ -138,32 +148,42 @@ class Fuser:
         """The fused luminance and weights at the input size, not yet composed into the published frame."""
         if self.prior is None:  # classical methods run at the input size
             return FusionResult(fused=np.empty(0), luminance=self._classical(prep.sources), weights=None)
-        result = self.fuse_luminance(prep.small, prep.valid_small, should_stop, warm,
-                                     solve=not self.blends_in_step(prep))
-        return self.to_input_size(prep, result)
+        in_step = self.blends_in_step(prep)
+        result = self.fuse_luminance(prep.small, prep.valid_small, should_stop, warm, solve=not in_step,
+                                     flatten=1.0 if in_step else self.noise_factor(prep))
+        return self.to_input_size(prep, result, should_stop)
 
     def blends_in_step(self, prep: Prepared) -> bool:
         """Whether dig-blend solves its blend in the full-resolution step (:meth:`to_input_size`), not at the
         working size: wherever the input is larger than the working size."""
-        return self.config.method == "dig-blend" and prep.noise is not None
+        return self.config.method == "dig-blend" and prep.small.shape != prep.sources.shape
 
-    def to_input_size(self, prep: Prepared, result: FusionResult) -> FusionResult:
+    def noise_factor(self, prep: Prepared) -> float:
+        """dig-blend: the factor on its DIG temperature for these sources' noise (fullres.noise_factor; 1: clean or
+        no estimate), wherever it solves its blend."""
+        cfg = self.config.fullres
+        return fullres.noise_factor(prep.noise, cfg.solve_noise, cfg.noise_exponent)
+
+    def to_input_size(self, prep: Prepared, result: FusionResult,
+                      should_stop: Callable[[], bool] | None = None) -> FusionResult:
         """The full-resolution step: ``result`` of :meth:`fuse_luminance` at the working size → the input size.
 
         dig-blend, when ``result`` stops at the weights, solves its blend here: at the solve size, the weights
-        flattened on noisy sources (fullres.noise_factor) and brought up to that size along the sources' edges; then
-        the band above comes from the sources (fullres.reconstruct).
+        flattened on noisy sources (:meth:`noise_factor`) and brought up to that size along the sources' edges;
+        then the band above comes from the sources (fullres.reconstruct). ``should_stop`` is checked before the
+        blend and before the detail (FusionCancelled).
         """
         fused, weights = result.luminance, result.weights  # (h,w), (K,h,w)
+        cfg = self.config.fullres
         if fused.size == 0:  # dig-blend stopped at the weights
-            cfg = self.config.fullres
-            weights = fullres.flatten_weights(weights, fullres.noise_factor(prep.noise, cfg.solve_noise,
-                                                                            cfg.noise_exponent))
+            _stop_point(should_stop, "the blend")
+            weights = fullres.flatten_weights(weights, self.noise_factor(prep))
             if prep.solve is not prep.small:
-                weights = fullres.upsample_weights(weights, prep.small, prep.solve, self.fullres)  # (K,h2,w2)
+                weights = fullres.upsample_weights(weights, prep.small, prep.solve, cfg)  # (K,h2,w2)
             fused = self.blend(prep.solve, weights)
-        result.luminance, result.weights = fullres.reconstruct(fused, weights, prep.sources, self.fullres,
-                                                               prep.solve, prep.noise)
+        _stop_point(should_stop, "the full-resolution step")
+        result.luminance, result.weights = fullres.reconstruct(fused, weights, prep.sources, cfg, prep.solve,
+                                                               prep.noise)
         if prep.valid is not None:
             result.weights = mask_weights(torch.from_numpy(result.weights[:, None]),
                                           torch.from_numpy(prep.valid[:, None])).numpy()[:, 0]
@@ -197,8 +217,9 @@ class Fuser:
         work = imaging.working_size(size, self.config.max_side)
         small = np.stack([imaging.resize(y, work) for y in sources])  # (K,h,w)
         solve, noise = small, None
-        if self.prior is not None and work != size:  # the solve size and the detail's shrinkage need it
-            noise = [imaging.noise_sigma(y) for y in sources]
+        if self.prior is not None and (work != size or self.config.method == "dig-blend"):
+            noise = [imaging.noise_sigma(y) for y in sources]  # the solve size, the detail's shrinkage and
+            # dig-blend's flatter weights on noisy sources (at any size) need it
         if self.config.method == "dig-blend" and noise is not None:
             cfg = self.config.fullres
             side = fullres.solve_size(size, work, cfg.solve_side, max(noise), cfg.solve_noise)
@@ -226,11 +247,13 @@ class Fuser:
 
     def fuse_luminance(self, y: np.ndarray, valid: np.ndarray | None = None,
                        should_stop: Callable[[], bool] | None = None, warm: WarmStart | None = None,
-                       solve: bool = True) -> FusionResult:
+                       solve: bool = True, flatten: float = 1.0) -> FusionResult:
         """Fuse luminance planes (K,h,w) in [0,1] at their size; returns luminance, weights and DIG history there.
 
         Classical methods return weights None (their result at this size is in ``luminance``). ``solve`` False:
         dig-blend stops at the weights (the caller solves the blend at another size; ``luminance`` is empty).
+        ``flatten``: dig-blend solving here multiplies its DIG temperature by this first (:meth:`noise_factor`);
+        the weights returned are those it solved with.
         """
         cfg = self.config
         if self.prior is None:
@@ -245,7 +268,7 @@ class Fuser:
         self.prior.check_size(*sources.shape[-2:])
         generator = torch.Generator(self.device).manual_seed(cfg.sampler.seed)
         if cfg.method == "dig-blend":
-            out = self._blend(sources, generator, valid_t, warm, solve)
+            out = self._blend(sources, generator, valid_t, warm, solve, flatten, should_stop)
         else:
             noise = max(imaging.noise_sigma(c) for c in y)  # the sources' noise σ, from the host copy
             out = self._sample(sources, generator, valid_t, should_stop, warm, noise)
@@ -289,16 +312,19 @@ class Fuser:
                 "cumulative": out.cumulative_dig, "calls": out.prior_calls, "sample": out.sample}
 
     def _blend(self, sources: torch.Tensor, generator: torch.Generator, valid: torch.Tensor | None,
-               warm: WarmStart | None = None, solve: bool = True) -> dict:
-        """DIG weights from the probes of the sampler's last weight update (one batched prior call), then y*.
+               warm: WarmStart | None = None, solve: bool = True, flatten: float = 1.0,
+               should_stop: Callable[[], bool] | None = None) -> dict:
+        """DIG weights from probes at dig.blend_probe_t (one batched prior call), then y* under them flattened by
+        ``flatten`` (when ``solve``); ``should_stop`` is checked before each.
 
         With a warm start carrying a gain of this size, that gain is reused (no prior call) or, when this frame
         measures, mixed with the new one.
         """
         cfg = self.config
-        weighting = DigWeighting(cfg.dig, self.timesteps, sources, self.prior.alphas_host, self.prior.channels,
+        _stop_point(should_stop, "the DIG weights")
+        weighting = DigWeighting(cfg.dig, [self.blend_probe], sources, self.prior.alphas_host, self.prior.channels,
                                  generator, valid)
-        last = max(i for i in range(len(self.timesteps)) if weighting.is_update(i))
+        last = 0  # the one weight update, at the probe timestep
         carried = warm.gain if warm is not None and warm.gain is not None else None
         if carried is not None and carried.shape != sources.shape:
             carried = None
@@ -313,7 +339,12 @@ class Fuser:
             weights = weighting.update(last, eps)
             if carried is not None and warm.momentum > 0:
                 weights = weighting.set_gain(last, warm.momentum * carried + (1 - warm.momentum) * weighting.gain)
-        y = self._blend_target(sources, weights).clamp(-1, 1) if solve else None
+        y = None
+        if solve:
+            _stop_point(should_stop, "the blend")
+            if flatten != 1.0:  # the same flattening as in the full-resolution step, on the host
+                weights = torch.from_numpy(fullres.flatten_weights(weights.cpu().numpy(), flatten)).to(weights)
+            y = self._blend_target(sources, weights).clamp(-1, 1)
         return {"luminance": y, "weights": weights, "history": weighting.history,
                 "cumulative": weighting.cumulative, "calls": calls, "gain": weighting.gain}
 

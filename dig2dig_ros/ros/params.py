@@ -108,6 +108,8 @@ FUSION_DESCRIPTIONS: dict[str, str] = {
     "guidance.select_sigma": "maxabs: Gaussian sigma of the edge-choice score, pixels at a 640 px long side",
     "dig.refine_radius": "guided filter of the DIG weights by each source, radius in working-size pixels (0: off)",
     "dig.refine_eps": "regulariser of that guided filter (sources in [-1,1])",
+    "dig.blend_probe_t": "dig-blend: timestep (of a 1000-step schedule) its one DIG probe noises the sources to, "
+                         "independent of sampler.* and dig.interval; 82 is where DIG-15 last updates its weights",
     "video.enabled": "video mode: frames as a sequence (DIG gain or sampler from the last frame; output stabilised)",
     "video.start_step": "sampler step a warm-started frame starts at (the steps before it are skipped)",
     "video.max_change": "mean absolute change of the sources above which a frame runs in full",
@@ -135,7 +137,8 @@ FUSION_RANGES: dict[str, tuple[float, float]] = {
     "guidance.blend_grad_weight": (0.0, 10000.0), "guidance.blend_refits": (0, 10),
     "guidance.refit_ratio": (0.01, 10.0),
     "guidance.grad_scale": (0.01, 2.0), "guidance.select_sigma": (0.0, 50.0),
-    "dig.refine_radius": (0, 256), "dig.refine_eps": (1e-8, 100.0), "video.start_step": (1, 1000),
+    "dig.refine_radius": (0, 256), "dig.refine_eps": (1e-8, 100.0), "dig.blend_probe_t": (1, core.BLEND_PROBE_MAX),
+    "video.start_step": (1, 1000),
     "video.max_change": (0.0, 1.0), "video.max_gap": (0.0, 3600.0), "video.dig_every": (1, 10000),
     "video.temporal_strength": (0.0, 1.0), "video.temporal_sigma": (1e-4, 1.0),
     "fullres.radius": (1, 64), "fullres.eps": (1e-8, 10.0), "fullres.sharpness": (0.01, 10.0),
