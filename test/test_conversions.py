@@ -47,7 +47,8 @@ def raw_message(arr: np.ndarray, encoding: str, pad: int = 0, bigendian: bool = 
 
 @pytest.mark.parametrize("encoding", list(ENCODINGS))
 def test_round_trip_every_encoding(encoding):
-    arr = random_image(encoding, seed=list(ENCODINGS).index(encoding))
+    # even sizes: Bayer mosaics and YUV 4:2:2 need them
+    arr = random_image(encoding, h=6, w=8, seed=list(ENCODINGS).index(encoding))
     header = Header(frame_id="cam")
     header.stamp.sec, header.stamp.nanosec = 12, 345
     msg = numpy_to_image(arr, encoding, header)
@@ -145,7 +146,7 @@ def test_compressed_errors_name_format_and_size():
 @pytest.mark.parametrize(
     ("change", "pattern"),
     [
-        ({"encoding": "yuv422"}, r"unsupported encoding 'yuv422'"),
+        ({"encoding": "nv24"}, r"unsupported encoding 'nv24'; supported: mono8, .*yuyv, .*nv12, nv21$"),
         ({"height": 0}, r"mono16 image has zero size \(7x0\)"),
         ({"width": 0}, r"mono16 image has zero size \(0x5\)"),
         ({"step": 13}, r"mono16 image 7x5: step 13 is smaller than one row \(14 bytes\)"),
@@ -175,7 +176,9 @@ def test_truncated_data_raises():
         (np.zeros((4, 4), np.uint8), "bgr8", r"bgr8 needs shape \(H,W,3\), got \(4, 4\)"),
         (np.zeros((4, 4, 3), np.uint8), "mono8", r"mono8 needs shape \(H,W\), got \(4, 4, 3\)"),
         (np.zeros((0, 4), np.uint8), "mono8", r"mono8 array has zero size \(0, 4\)"),
-        (np.zeros((4, 4), np.uint8), "bayer_rggb8", r"unsupported encoding 'bayer_rggb8'"),
+        (np.zeros((4, 4), np.uint8), "nv24", r"unsupported encoding 'nv24'"),
+        (np.zeros((6, 4), np.uint8), "nv12", r"nv12 is planar .*decode_image"),
+        (np.zeros((4, 4, 3), np.uint8), "uyvy", r"uyvy needs shape \(H,W,2\), got \(4, 4, 3\)"),
     ],
 )
 def test_bad_arrays_raise_conversion_error(arr, encoding, pattern):
@@ -208,3 +211,19 @@ def test_to_unit_float_normalises_16_bit_and_reorders_colour():
     np.testing.assert_allclose(to_unit_float(rgba, "rgba8")[0, 0], [0.2, 0.0, 1.0], rtol=1e-6)
     f = np.array([[-0.5, 0.25, 2.0, np.nan]], np.float32)
     np.testing.assert_array_equal(to_unit_float(f, "32FC1"), [[0.0, 0.25, 1.0, 0.0]])
+
+
+def test_to_bgr_and_to_unit_float_decode_camera_arrays_in_their_own_depth():
+    # a 2x2-periodic RGGB mosaic of a flat colour (B 1000, G 2000, R 3000): every pixel demosaics to it
+    mosaic = np.tile(np.array([[3000, 2000], [2000, 1000]], np.uint16), (4, 4))  # (8,8) R G / G B
+    bgr = to_bgr(mosaic, "bayer_rggb16")
+    assert bgr.dtype == np.uint16 and bgr.shape == (8, 8, 3)
+    assert bgr[3, 3].tolist() == [1000, 2000, 3000]
+    unit = to_unit_float(mosaic, "bayer_rggb16")
+    assert unit.shape == (8, 8, 3)
+    np.testing.assert_allclose(unit[3, 3], np.array([1000, 2000, 3000]) / 65535, rtol=1e-6)
+    gray_uyvy = np.full((2, 4, 2), 128, np.uint8)  # U = V = 128: no colour
+    gray_uyvy[..., 1] = 126  # Y 126 → (126 - 16) x 1.164 = 128
+    assert to_bgr(gray_uyvy, "uyvy")[0, 0].tolist() == [128, 128, 128]
+    with pytest.raises(ConversionError, match="even width"):
+        to_bgr(np.zeros((2, 3, 2), np.uint8), "yuyv")

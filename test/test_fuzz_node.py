@@ -43,7 +43,7 @@ def malformed(kind: str, rng: random.Random) -> Image:
     """One malformed infrared-or-visible message of the given kind."""
     n = W * H
     if kind == "unknown_encoding":
-        return _raw(rng.choice(["yuv422", "bayer_rggb8", "", "mono12", "64FC1", "\u00e9"]), W, H, W, bytes(n))
+        return _raw(rng.choice(["nv24", "8SC1", "", "mono12", "64FC1", "\u00e9"]), W, H, W, bytes(n))
     if kind == "step_too_small":
         return _raw("mono8", W, H, W - rng.randint(1, W), bytes(n))
     if kind == "data_too_short":

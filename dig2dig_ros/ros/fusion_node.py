@@ -233,15 +233,9 @@ class FusionNode(Node):
         if isinstance(ir_msg, CompressedImage):
             return None
         for name, msg in (("infrared", ir_msg), ("visible", vis_msg)):
-            if msg.encoding not in conversions.ENCODINGS:
-                return f"{name} encoding {msg.encoding!r} is not supported ({', '.join(conversions.ENCODINGS)})"
-            if msg.width == 0 or msg.height == 0:
-                return f"{name} image is empty ({msg.width}x{msg.height})"
-            dtype, channels = conversions.ENCODINGS[msg.encoding]
-            row = msg.width * channels * dtype.itemsize
-            if msg.step < row or len(msg.data) < msg.step * msg.height:
-                return (f"{name} {msg.encoding} {msg.width}x{msg.height}: step {msg.step} and {len(msg.data)} "
-                        f"data bytes do not hold the claimed image (row {row} bytes)")
+            problem = conversions.layout_problem(msg)
+            if problem:
+                return f"{name} image: {problem}"
         setup = self.setup
         sizes = (ir_msg.width, ir_msg.height), (vis_msg.width, vis_msg.height)
         if sizes[0] != sizes[1] and setup.homography is None and setup.fuser.config.resize == "none":
@@ -335,11 +329,9 @@ class FusionNode(Node):
         if isinstance(msg, CompressedImage):
             arr = conversions.compressed_to_numpy(msg)
             return arr if arr.ndim == 2 else arr[..., :3]
-        arr = conversions.image_to_numpy(msg)
+        arr = conversions.decode_image(msg)  # gray as stored, or (H,W,3) BGR uint8
         if arr.dtype == np.float32 and not np.isfinite(arr).all():
             raise conversions.ConversionError(f"{msg.encoding} frame contains NaN or infinite values")
-        if arr.ndim == 3:
-            return conversions.to_bgr(arr, msg.encoding)
         return arr
 
     def _publish(self, result: FusionResult, header: Any, values: dict[str, Any]) -> bool:
