@@ -131,19 +131,55 @@ def test_inverted_ranges_set_at_run_time_are_refused(rig):
     assert ok.successful and r.fusion.setup.thermal.low == 20000.0
 
 
-def test_anything_the_worker_catches_is_counted(rig, monkeypatch):
+def test_a_fault_in_normalisation_is_counted_as_failed_not_as_bad_input(rig, monkeypatch):
     r = rig()
     fused = r.listen("fused/image")
     assert r.connected()
 
     def broken(*args, **kwargs):
-        raise RuntimeError("normalisation exploded")
+        raise RuntimeError("normalisation exploded")  # a bug of ours, not a bad frame
 
     monkeypatch.setattr(fusion_module, "prepare_infrared", broken)
     ir, vis = pair()
     r.send(numpy_to_image(ir, "mono8"), numpy_to_image(vis, "bgr8"), 1)
-    assert r.spin(lambda: r.fusion.counts["bad_input"] == 1)
+    assert r.spin(lambda: r.fusion.counts["failed"] == 1)
+    assert r.fusion.counts["bad_input"] == 0
     assert fused == [] and r.fusion.worker._thread.is_alive()
+    level, message = r.fusion.health()
+    assert level == DiagnosticStatus.WARN and "normalisation exploded" in message
+
+
+def test_a_registration_error_is_bad_input(rig, monkeypatch):
+    from dig2dig_ros.core.registration import RegistrationError
+
+    r = rig()
+    assert r.connected()
+
+    def refuse(*args, **kwargs):
+        raise RegistrationError("cannot warp")
+
+    monkeypatch.setattr(fusion_module, "prepare_infrared", refuse)
+    ir, vis = pair()
+    r.send(numpy_to_image(ir, "mono8"), numpy_to_image(vis, "bgr8"), 1)
+    assert r.spin(lambda: r.fusion.counts["bad_input"] == 1)
+    assert r.fusion.counts["failed"] == 0
+
+
+def test_an_exception_while_publishing_is_counted_as_failed_and_shown(rig, monkeypatch):
+    r = rig()
+    fused = r.listen("fused/image")
+    assert r.connected()
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("publisher exploded")
+
+    monkeypatch.setattr(r.fusion, "_publish", broken)
+    ir, vis = pair()
+    r.send(numpy_to_image(ir, "mono8"), numpy_to_image(vis, "bgr8"), 1)
+    assert r.spin(lambda: r.fusion.counts["failed"] == 1)
+    assert r.fusion.counts["fused"] == 0 and fused == [] and r.fusion.worker._thread.is_alive()
+    level, message = r.fusion.health()
+    assert level == DiagnosticStatus.WARN and "publisher exploded" in message
 
 
 # -- defect 2: thermal input on every path --------------------------------------------------------------------

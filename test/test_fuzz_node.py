@@ -79,7 +79,7 @@ def node(monkeypatch):
     rclpy.init()
     overrides = [Parameter("prior", value="wiener"), Parameter("device", value="cpu"),
                  Parameter("working_size", value=32), Parameter("sampler.steps", value=2),
-                 Parameter("qos.reliable_inputs", value=True), Parameter("qos.input_depth", value=100),
+                 Parameter("qos.input_reliability", value="reliable"), Parameter("qos.input_depth", value=100),
                  Parameter("sync.max_wait", value=0.0), Parameter("log_every", value=100000)]
     fusion = FusionNode(parameter_overrides=overrides)
     peer = rclpy.create_node("fuzzer")

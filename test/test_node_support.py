@@ -1,6 +1,7 @@
 """The newest-wins worker both nodes use: bounded, newest item processed, drops reported."""
 
 import threading
+import time
 
 import pytest
 
@@ -67,3 +68,38 @@ def test_a_failing_item_does_not_end_the_worker():
         assert handled == ["good"]
     finally:
         worker.stop()
+
+
+def test_an_escaping_error_reaches_on_error_and_the_worker_goes_on():
+    errors, done = [], threading.Event()
+
+    def handle(item):
+        if item == "bad":
+            raise RuntimeError("publisher exploded")
+        done.set()
+
+    worker = NewestWorker(handle, "test", on_error=errors.append)
+    worker.submit("bad")
+    deadline = time.monotonic() + 5
+    while not errors and time.monotonic() < deadline:
+        time.sleep(0.01)
+    worker.submit("good")
+    assert done.wait(5)
+    assert [str(e) for e in errors] == ["publisher exploded"]
+    assert worker.stop()
+
+
+def test_stop_says_when_the_item_in_progress_did_not_return():
+    release = threading.Event()
+    started = threading.Event()
+
+    def handle(item):
+        started.set()
+        release.wait(10)
+
+    worker = NewestWorker(handle, "test")
+    worker.submit(1)
+    assert started.wait(5)
+    assert worker.stop(timeout=0.1) is False  # still inside handle
+    release.set()
+    assert worker.stop(timeout=5) is True

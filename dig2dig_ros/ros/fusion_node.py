@@ -30,13 +30,14 @@ from dig2dig_ros.core import imaging
 from dig2dig_ros.core.fusion import Fuser, FusionCancelled, FusionResult
 from dig2dig_ros.core.imaging import weight_overlay  # a module name: the subscriber-count test counts its calls
 from dig2dig_ros.core.priors import PriorError, load_prior
-from dig2dig_ros.core.registration import register_pair
+from dig2dig_ros.core.registration import RegistrationError, register_pair
 from dig2dig_ros.core.thermal import ThermalSettings, prepare_infrared
 from dig2dig_ros.core.video import VideoFuser
 from dig2dig_ros.ros import conversions
 from dig2dig_ros.ros.node_support import NewestWorker, StartupError, descriptor, diagnostics, run_node, steady_timer
 from dig2dig_ros.ros.params import all_params, check_value, check_values, fusion_config, homography, thermal_settings
-from dig2dig_ros.ros.sync import ApproximateTimeSynchronizer, Subscriber
+from dig2dig_ros.ros.qos_match import MatchedSubscriber
+from dig2dig_ros.ros.sync import ApproximateTimeSynchronizer
 
 # A stamp this far behind its input's previous one means time restarted (bag loop, camera restart).
 TIME_JUMP_BACK_S = 1.0
@@ -45,6 +46,8 @@ SILENT_S = 2.0
 STALL_S = 2.0
 RECENT_S = 3.0  # the window "recent" pairs, failures and rates are taken over
 RATE_WINDOW_S = 5.0
+QOS_REFRESH_S = 1.0  # how often the inputs' publishers are re-read (cameras that start late, or change QoS)
+WORKER_STOP_S = 10.0  # stop() waits this long for the frame in progress
 # Aspect ratios that differ by more than this are stretched only with a warning.
 ASPECT_TOLERANCE = 0.01
 SOURCES = ("ir", "visible")
@@ -105,8 +108,7 @@ class FusionNode(Node):
         self._closed = False
 
         depth = values["qos.input_depth"]
-        in_qos = QoSProfile(depth=depth, reliability=ReliabilityPolicy.RELIABLE) if values["qos.reliable_inputs"] \
-            else QoSProfile(**{**_qos_kwargs(qos_profile_sensor_data), "depth": depth})
+        info_qos = QoSProfile(**{**_qos_kwargs(qos_profile_sensor_data), "depth": depth})  # matches any writer
         out_qos = QoSProfile(depth=values["qos.output_depth"], reliability=ReliabilityPolicy.RELIABLE)
         overrides = QoSOverridingOptions.with_default_policies
         compressed = values["input_transport"] == "compressed"
@@ -115,9 +117,13 @@ class FusionNode(Node):
         # ir/image moves both.
         topics = [self.resolve_topic_name(f"{name}/image") + ("/compressed" if compressed else "")
                   for name in SOURCES]
-        # A QoS override (qos_overrides.<topic>...) changes the profile object it is given: one copy each.
-        self.subs = [Subscriber(self, msg_type, topic, _copy(in_qos), qos_overriding_options=overrides())
-                     for topic in topics]
+        # Reliability follows each topic's publishers (qos_match); a QoS override changes the profile object it
+        # is given: one copy each.
+        try:
+            self.subs = [MatchedSubscriber(self, msg_type, topic, depth, values["qos.input_reliability"],
+                                           LABELS[name]) for name, topic in zip(SOURCES, topics, strict=True)]
+        except ValueError as exc:
+            raise StartupError(str(exc)) from exc
         for name, sub in zip(SOURCES, self.subs, strict=True):
             sub.registerCallback(self._arrived, name)
         self.sync = ApproximateTimeSynchronizer(self.subs, values["sync.queue_size"], values["sync.slop"],
@@ -126,7 +132,7 @@ class FusionNode(Node):
         self.sync.registerCallback(self._on_pair)
         for name in SOURCES:
             self.create_subscription(CameraInfo, f"{name}/camera_info", lambda msg, n=name: self._on_info(n, msg),
-                                     _copy(in_qos), qos_overriding_options=overrides())
+                                     _copy(info_qos), qos_overriding_options=overrides())
         self.pub_fused = self.create_publisher(Image, "fused/image", _copy(out_qos), qos_overriding_options=overrides())
         self.pub_dig = {name: self.create_publisher(Image, f"fused/dig/{name}", _copy(out_qos),
                                                     qos_overriding_options=overrides()) for name in SOURCES}
@@ -136,11 +142,12 @@ class FusionNode(Node):
                                               qos_overriding_options=overrides())
         self.pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         steady_timer(self, values["diagnostics_period"], self._publish_diagnostics)
+        steady_timer(self, QOS_REFRESH_S, self._match_publishers)
         if values["sync.max_wait"] > 0:
             wait = float(values["sync.max_wait"])
             steady_timer(self, max(0.02, wait / 4), lambda: self.sync.flush_stale(wait))
         self._warm_up()
-        self.worker = NewestWorker(self._fuse_pair, "dig2dig_fusion_worker")
+        self.worker = NewestWorker(self._fuse_pair, "dig2dig_fusion_worker", on_error=self._failed)
         cfg = self.setup.fuser.config
         registered = "registered by ir.homography" if self.setup.homography is not None else "aligned"
         self.get_logger().info(
@@ -251,8 +258,11 @@ class FusionNode(Node):
         values = setup.values
         try:
             images, valid, stretched = self._prepare(ir_msg, vis_msg, setup)
-        except Exception as exc:  # noqa: BLE001 - any bad input is counted and skipped, never fatal
+        except (conversions.ConversionError, RegistrationError) as exc:  # a bad frame: counted and skipped
             self._bad(str(exc) or type(exc).__name__)
+            return
+        except Exception as exc:  # noqa: BLE001 - a fault of ours (normalisation, registration), not of the frame
+            self._failed(exc, "preparing the pair failed")
             return
         if stretched:
             self._count("stretched")
@@ -266,10 +276,7 @@ class FusionNode(Node):
         except FusionCancelled:
             return  # the node is stopping
         except Exception as exc:  # noqa: BLE001 - keep running: one bad frame must not stop the node
-            with self.lock:
-                self.counts["failed"] += 1
-                self.last_failure = (time.monotonic(), str(exc) or type(exc).__name__)
-            self.get_logger().error(f"fusion failed, frame skipped: {exc}", throttle_duration_sec=5.0)
+            self._failed(exc, "fusion failed")
             return
         reason = setup.video.last_reason
         if reason not in ("warm", "first frame") and not reason.startswith("video mode off"):
@@ -290,9 +297,11 @@ class FusionNode(Node):
             c = dict(self.counts)
             median = float(np.median(self.latencies))
         if fused % values["log_every"] == 0 or fused == 1:
+            lost = self.lost()
             self.get_logger().info(
                 f"fused {fused} frames ({c['pairs']} pairs, {c['dropped_busy']} dropped while busy, "
-                f"{c['bad_input']} bad, {c['failed']} failed); latency {1000 * median:.0f} ms, age {1000 * age:.0f} ms")
+                f"{c['bad_input']} bad, {c['failed']} failed; lost in transport: {lost['ir']} infrared, "
+                f"{lost['visible']} visible); latency {1000 * median:.0f} ms, age {1000 * age:.0f} ms")
 
     def _prepare(self, ir_msg: Any, vis_msg: Any, setup: _Setup) -> tuple[list, list, str]:
         """Decoded, normalised and registered [ir, vis] in the reference camera's geometry, their validity masks,
@@ -363,6 +372,23 @@ class FusionNode(Node):
         with self.lock:
             self.counts[key] += 1
 
+    def _failed(self, exc: Exception, what: str = "publishing failed") -> None:
+        """A fault of ours (not of the frame): counted as failed, shown in /diagnostics, logged (throttled)."""
+        text = f"{what}: {exc}" if str(exc) else f"{what}: {type(exc).__name__}"
+        with self.lock:
+            self.counts["failed"] += 1
+            self.last_failure = (time.monotonic(), text)
+        self.get_logger().error(f"{text} (frame skipped)", throttle_duration_sec=5.0)
+
+    # -- transport: QoS that matches the publishers, losses counted ------------------------------------------
+    def _match_publishers(self) -> None:
+        for sub in self.subs:
+            sub.input.refresh()
+
+    def lost(self) -> dict[str, int]:
+        """Messages the middleware reported lost since start, per input."""
+        return {name: sub.input.lost for name, sub in zip(SOURCES, self.subs, strict=True)}
+
     def _bad(self, problem: str) -> None:
         with self.lock:
             self.counts["bad_input"] += 1
@@ -375,9 +401,17 @@ class FusionNode(Node):
         """The fusion status (OK or WARN) and a message naming every cause of a WARN."""
         now = time.monotonic() if now is None else now
         causes = []
+        lossy = set()
+        for name, sub in zip(SOURCES, self.subs, strict=True):
+            lost = sub.input.lost_since(now - RECENT_S)
+            if lost:  # frames are being published but do not arrive: say so, not "no frames"
+                lossy.add(name)
+                causes.append(sub.input.loss_cause(lost, RECENT_S))
         with self.lock:
             for name in SOURCES:
                 times = self.arrivals[name]
+                if name in lossy:
+                    continue
                 if not times:
                     if now - self.started > SILENT_S:
                         causes.append(f"no {LABELS[name]} frames received yet ({now - self.started:.0f} s)")
@@ -417,17 +451,22 @@ class FusionNode(Node):
                   "age_median_ms": 1000 * age, "age_last_ms": 1000 * last_age,
                   "pair_skew_max_ms": 1000 * skew, "ir_rate_hz": rates["ir"], "visible_rate_hz": rates["visible"],
                   "ir_received": stats.received[0], "visible_received": stats.received[1],
+                  **{f"{name}_lost": n for name, n in self.lost().items()},
                   "ir_sync_dropped": sum(stats.dropped[0].values()),
                   "visible_sync_dropped": sum(stats.dropped[1].values()),
                   "sync_flushed": stats.flushed, "sync_bound_violations": sum(stats.bound_violations)}
         self.pub_diag.publish(diagnostics(self, "fusion", level, message, values))
+        if "lost" in message:
+            self.get_logger().warning(message, throttle_duration_sec=10.0)
 
     def stop(self) -> None:
         """Cancel the frame in progress (between sampler steps), stop the worker; nothing is published after."""
         self._stopping.set()
         with self._publish_lock:
             self._closed = True
-        self.worker.stop()
+        if not self.worker.stop(timeout=WORKER_STOP_S):
+            self.get_logger().error(f"the fusion worker did not stop within {WORKER_STOP_S:.0f} s (a frame still "
+                                    "running); it is abandoned")
 
 
 def scaled_camera_info(info: CameraInfo, width: int, height: int, header: Any) -> CameraInfo:

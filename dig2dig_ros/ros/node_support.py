@@ -78,10 +78,16 @@ def run_node(factory: Callable[[], Node], program: str, argv: list[str] | None =
 
 class NewestWorker:
     """Runs ``handle(item)`` on a worker thread for the newest submitted item: an item submitted while another
-    still waits replaces it (newest wins), so nothing queues without bound. ``submit`` says whether it did."""
+    still waits replaces it (newest wins), so nothing queues without bound. ``submit`` says whether it did.
 
-    def __init__(self, handle: Callable[[Any], None], name: str) -> None:
+    An exception that escapes ``handle`` goes to ``on_error(exc)`` (the node counts it as failed); without one
+    its traceback is printed. The worker outlives either.
+    """
+
+    def __init__(self, handle: Callable[[Any], None], name: str,
+                 on_error: Callable[[Exception], None] | None = None) -> None:
         self._handle = handle
+        self._on_error = on_error
         self._wake = threading.Condition()
         self._item: Any = None
         self._waiting = False
@@ -97,12 +103,14 @@ class NewestWorker:
             self._wake.notify()
         return replaced
 
-    def stop(self, timeout: float = 10.0) -> None:
-        """Stop after the item in progress; a waiting item is discarded."""
+    def stop(self, timeout: float = 10.0) -> bool:
+        """Stop after the item in progress; a waiting item is discarded. False when the thread is still running
+        after ``timeout`` seconds (the item in progress did not return)."""
         with self._wake:
             self._running = False
             self._wake.notify_all()
         self._thread.join(timeout=timeout)
+        return not self._thread.is_alive()
 
     def _run(self) -> None:
         while True:
@@ -114,8 +122,17 @@ class NewestWorker:
                 item, self._item, self._waiting = self._item, None, False
             try:
                 self._handle(item)
-            except Exception:  # noqa: BLE001 - the handler counts its own errors; the worker must outlive any
-                traceback.print_exc()
+            except Exception as exc:  # noqa: BLE001 - the worker must outlive any error
+                self._report(exc)
+
+    def _report(self, exc: Exception) -> None:
+        if self._on_error is None:
+            traceback.print_exc()
+            return
+        try:
+            self._on_error(exc)
+        except Exception:  # noqa: BLE001 - an error handler that fails must not end the worker either
+            traceback.print_exc()
 
 
 def steady_timer(node: Node, period: float, callback: Callable[[], None]) -> Any:

@@ -18,6 +18,7 @@ from dig2dig_ros.core.registration import RegistrationError, parse_homography
 IR_NORMALIZATIONS = thermal.POLICIES
 REFERENCES = ("visible", "ir")
 TRANSPORTS = ("raw", "compressed")
+RELIABILITY_CHOICES = ("auto", "reliable", "best_effort")  # dig2dig_ros.ros.qos_match reads the same three
 
 
 @dataclass(frozen=True)
@@ -53,8 +54,10 @@ NODE_PARAMS: list[ParamSpec] = [
     ParamSpec("sync.max_wait", 0.25,
               "seconds a pair may wait for a better partner before it is emitted anyway (0 = never), e.g. "
               "a single pair or the last before a camera stops", low=0.0, high=10.0, read_only=True),
-    ParamSpec("qos.reliable_inputs", False, "subscribe reliable instead of sensor-data (best effort)",
-              read_only=True),
+    ParamSpec("qos.input_reliability", "auto",
+              "image subscriptions: auto = reliable when every publisher of the topic is, best effort otherwise "
+              "(followed as publishers come and go); reliable or best_effort fix it (so does the topic's "
+              "qos_overrides.<topic>.subscription.reliability, which wins)", RELIABILITY_CHOICES, read_only=True),
     ParamSpec("qos.input_depth", 5, "subscription queue depth", low=1, high=100, read_only=True),
     ParamSpec("qos.output_depth", 2, "publisher queue depth (reliable)", low=1, high=100, read_only=True),
     ParamSpec("ir.normalization", "percentile",
