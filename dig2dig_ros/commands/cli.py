@@ -5,6 +5,7 @@
                  [--ir-homography H] [--ir-normalization percentile|fixed] [--ir-range LOW,HIGH]
     dig2dig fuse-dir --data DIR --out DIR [--sequence] [same options]   # DIR/{ir,vis}/<stem>.* pairs
     dig2dig calibrate POINTS.txt [-o H.txt]                   # H from >= 4 'x_ir y_ir x_vis y_vis' lines
+    dig2dig calibrate --auto (--data DIR | --bag BAG) [-o H.txt] [--pairs N]   # H from the images themselves
     dig2dig prior-eval --images DIR [--prior NAME] [--t 100,300,500,700]
     dig2dig demo [--out DIR]                                  # fuses the shipped synthetic sample
     dig2dig eval --data DIR [--method NAME ...] [--fused DIR] [--out report.md]   # metrics table
@@ -33,6 +34,13 @@ from dig2dig_ros.commands.options import (
 )
 from dig2dig_ros.core import imaging
 from dig2dig_ros.core.fusion import Fuser, FusionError, FusionResult
+from dig2dig_ros.core.homography_estimate import (
+    EstimateSettings,
+    check_quality,
+    estimate_from_pairs,
+    initial_homography,
+    spread,
+)
 from dig2dig_ros.core.registration import estimate_homography, format_homography
 from dig2dig_ros.core.video import VideoFuser
 
@@ -135,7 +143,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
-    """H (infrared → visible) from point pairs: one `x_ir y_ir x_vis y_vis` per line, at least four."""
+    """H (infrared → visible) from point pairs: one `x_ir y_ir x_vis y_vis` per line, at least four; with
+    --auto, from image pairs (a folder or a bag)."""
+    if args.auto:
+        return cmd_calibrate_auto(args)
+    if not args.points or args.data or args.bag:
+        raise ValueError("calibrate takes POINTS.txt, or --auto with --data DIR or --bag BAG")
     rows = []
     for number, line in enumerate(Path(args.points).read_text().splitlines(), start=1):
         fields = line.split("#", 1)[0].replace(",", " ").split()
@@ -152,6 +165,87 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         print(f"wrote {args.output}")
     print(text)
     print(f"{len(points)} point pairs, RMS reprojection error {rms:.2f} px (visible)", file=sys.stderr)
+    return 0
+
+
+def bag_pairs(path: str, ir_topic: str, vis_topic: str, count: int, slop: float
+              ) -> tuple[list[tuple[str, np.ndarray, np.ndarray]], np.ndarray | None, np.ndarray | None]:
+    """Up to count synchronised (ApproximateTime, slop s) infrared/visible pairs spread over a bag, named by
+    stamp, and the cameras' intrinsics K (3×3) from `<camera>/camera_info` when the bag has them."""
+    from types import SimpleNamespace
+
+    from dig2dig_ros.bags.bag import BagError, bag_topics, deserialize_image, read_images, read_messages, typestore
+    from dig2dig_ros.ros.sync import NS_PER_S, ApproximateTimeSynchronizer, SimpleFilter
+
+    def norm(topic: str) -> str:
+        return "/" + topic.lstrip("/")
+
+    ir_topic, vis_topic = norm(ir_topic), norm(vis_topic)
+    info = {t: t.rsplit("/", 1)[0] + "/camera_info" for t in (ir_topic, vis_topic)}
+    have = {norm(t.name): t.msgtype for t in bag_topics(path)}
+    info_topics = [i for i in info.values() if have.get(i) == "sensor_msgs/msg/CameraInfo"]
+    matched: list[tuple[int, int]] = []
+    sync = ApproximateTimeSynchronizer([SimpleFilter(), SimpleFilter()], queue_size=30, slop=slop)
+    sync.registerCallback(lambda a, b: matched.append((a.ns, b.ns)))
+    k: dict[str, np.ndarray] = {}
+    for m in read_messages(path, [ir_topic, vis_topic, *info_topics]):
+        topic = norm(m.topic)
+        if m.msgtype == "sensor_msgs/msg/CameraInfo":
+            msg = typestore().deserialize_cdr(m.raw, m.msgtype)
+            if float(msg.k[0]) > 0:
+                k.setdefault(topic, np.asarray(msg.k, np.float64).reshape(3, 3))
+            continue
+        stamp = deserialize_image(m.raw)[0]
+        header = SimpleNamespace(stamp=SimpleNamespace(sec=stamp // NS_PER_S, nanosec=stamp % NS_PER_S))
+        sync.add(SimpleNamespace(header=header, ns=stamp), 0 if topic == ir_topic else 1)
+    while sync.flush_stale(0.0):  # the end of the recording: no later message will decide the last sets
+        pass
+    if not matched:
+        raise BagError(f"bag {path}: no synchronised pairs on {ir_topic} and {vis_topic} within {slop} s")
+    chosen = [matched[i] for i in spread(len(matched), count)]
+    wanted = {0: {a for a, _ in chosen}, 1: {b for _, b in chosen}}
+    images: dict[tuple[int, int], np.ndarray] = {}
+    for rec in read_images(path, [ir_topic, vis_topic]):
+        side = 0 if norm(rec.topic) == ir_topic else 1
+        if rec.stamp_ns in wanted[side]:
+            images[(side, rec.stamp_ns)] = rec.image
+    pairs = [(f"{a / NS_PER_S:.3f}", images[(0, a)], images[(1, b)]) for a, b in chosen]
+    return pairs, k.get(info[ir_topic]), k.get(info[vis_topic])
+
+
+def cmd_calibrate_auto(args: argparse.Namespace) -> int:
+    """H (infrared → visible) estimated from image pairs of the rig; refuses when they do not support it."""
+    if bool(args.data) == bool(args.bag):
+        raise ValueError("calibrate --auto needs exactly one of --data DIR or --bag BAG")
+    if args.pairs < 1:
+        raise ValueError(f"--pairs must be at least 1, got {args.pairs}")
+    k_ir = k_vis = None
+    if args.data:
+        found = find_pairs(Path(args.data))
+        pairs = [(stem, imaging.read_image(i), imaging.read_image(v))
+                 for stem, i, v in (found[j] for j in spread(len(found), args.pairs))]
+        source = f"{len(pairs)} of {len(found)} pairs in {args.data}"
+    else:
+        pairs, k_ir, k_vis = bag_pairs(args.bag, args.ir_topic, args.vis_topic, args.pairs, args.slop)
+        source = f"{len(pairs)} synchronised pairs from {args.bag}"
+    ir_size, vis_size = pairs[0][1].shape[:2], pairs[0][2].shape[:2]
+    initial = initial_homography(ir_size, vis_size, k_ir, k_vis)
+    start = "camera_info focal lengths" if k_ir is not None and k_vis is not None else "the size ratio"
+    settings = EstimateSettings(max_pairs=args.pairs)
+    estimate = estimate_from_pairs([(i, v) for _, i, v in pairs], [n for n, _, _ in pairs], initial, settings)
+    check_quality(estimate, settings)  # raises EstimateRefused: one error line, nothing written
+    for q in estimate.pairs:
+        print(f"pair {q.name}: correlation {q.correlation:.3f}, residual {q.residual_px:.2f} px"
+              f"{'' if q.inlier else ' (outlier, not used)'}", file=sys.stderr)
+    print(f"{source}, {ir_size[1]}x{ir_size[0]} infrared -> {vis_size[1]}x{vis_size[0]} visible, started from "
+          f"{start}: {estimate.inliers}/{len(estimate.pairs)} pairs agree, residual {estimate.residual_px:.2f} px "
+          f"(visible), correlation {estimate.correlation:.3f}, overlap {estimate.overlap:.0%} of the infrared view, "
+          f"{estimate.seconds:.1f} s", file=sys.stderr)
+    text = format_homography(estimate.h)
+    if args.output:
+        Path(args.output).write_text(text + "\n")
+        print(f"wrote {args.output}")
+    print(text)
     return 0
 
 
@@ -178,9 +272,18 @@ def build_parser() -> argparse.ArgumentParser:
     add_infrared_options(fuse_dir)
     fuse_dir.set_defaults(func=cmd_fuse_dir)
 
-    calibrate = sub.add_parser("calibrate", help="infrared → visible homography from point pairs (>= 4)")
-    calibrate.add_argument("points", help="text file: one 'x_ir y_ir x_vis y_vis' per line")
+    calibrate = sub.add_parser("calibrate", help="infrared → visible homography from point pairs (>= 4), or "
+                                                 "from the images themselves (--auto)")
+    calibrate.add_argument("points", nargs="?", help="text file: one 'x_ir y_ir x_vis y_vis' per line")
     calibrate.add_argument("-o", "--output", help="also write H (9 numbers) to this file, for --ir-homography")
+    calibrate.add_argument("--auto", action="store_true",
+                           help="estimate H from image pairs of the rig (no target, no points): --data or --bag")
+    calibrate.add_argument("--data", help="with --auto: folder with ir/<stem>.* and vis/<stem>.* pairs")
+    calibrate.add_argument("--bag", help="with --auto: a rosbag2 recorded on the rig (synchronised pairs)")
+    calibrate.add_argument("--pairs", type=int, default=24, help="with --auto: use at most N pairs, spread evenly")
+    calibrate.add_argument("--ir-topic", default="/ir/image", help="with --bag: the infrared image topic")
+    calibrate.add_argument("--vis-topic", default="/visible/image", help="with --bag: the visible image topic")
+    calibrate.add_argument("--slop", type=float, default=0.05, help="with --bag: pair stamps within this many s")
     calibrate.set_defaults(func=cmd_calibrate)
 
     prior_eval = sub.add_parser("prior-eval", help="PSNR of a prior's x0 estimate at several noise levels")
