@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from dig2dig_ros.core.detection import (
+    Detections,
     Detector,
     DetectorConfig,
     Letterbox,
@@ -123,6 +124,37 @@ def test_resolve_classes_names_and_ids():
     assert resolve_classes([], names) is None
     with pytest.raises(ValueError, match="unknown classes.*'dog'"):
         resolve_classes(["dog"], names)
+
+
+# ----------------------------------------------------------------------------------------------- drawing
+def test_draw_labels_tracked_boxes_with_their_id_in_the_track_colour():
+    from dig2dig_ros.core.detection import draw
+    from dig2dig_ros.core.detection.detector import TRACK_COLOURS, UNTRACKED_COLOUR
+
+    def edge_colour(img: np.ndarray, box: np.ndarray) -> tuple[int, ...]:
+        """The palette colour closest in direction to the mean colour of the box's left edge (lines are
+        anti-aliased, so edge pixels are the colour scaled down)."""
+        x1, y1, _, y2 = box.astype(int)
+        mean = img[y1 + 10 : y2 - 10, x1 - 1 : x1 + 2].reshape(-1, 3).mean(axis=0)  # (3,)
+        palette = np.array(TRACK_COLOURS, float)  # (P,3)
+        cosine = palette @ mean / (np.linalg.norm(palette, axis=1) * np.linalg.norm(mean))
+        return TRACK_COLOURS[int(cosine.argmax())]
+
+    frame = np.zeros((120, 200, 3), np.uint8)  # (H,W,3)
+    boxes = np.array([[20, 30, 80, 110], [120, 30, 180, 110]], np.float32)
+    dets = Detections(boxes, np.array([0.9, 0.8], np.float32), np.array([0, 0]), ["person"])
+    plain = draw(frame, dets)
+    assert [edge_colour(plain, b) for b in boxes] == [UNTRACKED_COLOUR] * 2
+    tracked = Detections(boxes, dets.scores, dets.class_ids, dets.names, track_ids=np.array([3, 14]),
+                         confirmed=np.array([True, True]))
+    out = draw(frame, tracked)
+    assert [edge_colour(out, b) for b in boxes] == [TRACK_COLOURS[3], TRACK_COLOURS[14 % len(TRACK_COLOURS)]]
+    assert TRACK_COLOURS[3] != TRACK_COLOURS[14 % len(TRACK_COLOURS)]
+    # The labels sit above the boxes: "#3 person 0.90" reaches further right than "person 0.90".
+    def label_width(img: np.ndarray) -> int:
+        return int(np.flatnonzero(img[5:29, 20:120].any(axis=(0, 2))).max())
+
+    assert label_width(out) > label_width(plain) + 10
 
 
 # ----------------------------------------------------------------------------------------------- model + format

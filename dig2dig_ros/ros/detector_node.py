@@ -1,19 +1,29 @@
-"""`dig2dig_detector`: YOLOv5 detections on fused frames.
+"""`dig2dig_detector`: YOLOv5 detections on fused frames, each with a track id.
 
 subscribe `fused/image` (sensor_msgs/Image, sensor-data QoS) → keep the newest frame → worker: convert →
-detect (dig2dig_ros.core.detection) → publish, each output with the input frame's header (stamp, frame_id):
+detect (dig2dig_ros.core.detection) → track (core.detection.tracker) → publish, each output with the input
+frame's header (stamp, frame_id):
 
-* `detections`: vision_msgs/Detection2DArray, **only when `vision_msgs.msg` is importable** (a real ROS 2
-  install); vision_msgs is not on PyPI, so in a pip-only environment the node instead publishes
-* `detections/json`: std_msgs/String holding the same content as JSON::
+* `detections`: vision_msgs/Detection2DArray, when `vision_msgs.msg` is importable (a ROS 2 install has it from
+  its distribution; here it is built with colcon from ../shared/ros2_msgs). One Detection2D per box: `id` the
+  box's track id, one ObjectHypothesisWithPose (`class_id` the class name, `score`), the bbox centre and size in
+  pixels of the input image. With it, `detections/label_info`: vision_msgs/LabelInfo (the classes kept, with
+  the model's class ids, and the confidence threshold), transient local, published at start-up and again when
+  `confidence` changes.
+* `detections/json`, **instead of `detections`** where vision_msgs cannot be imported (pip-only: it is not on
+  PyPI): std_msgs/String holding the same content as JSON::
 
     {"header": {"stamp": {"sec": S, "nanosec": N}, "frame_id": "..."},
      "image": {"width": W, "height": H},
-     "detections": [{"class_id": 0, "class_name": "person", "score": 0.87,
+     "detections": [{"id": "7", "confirmed": true, "class_id": 0, "class_name": "person", "score": 0.87,
                      "bbox": {"center_x": cx, "center_y": cy, "size_x": w, "size_y": h}}, ...]}
 
-  (pixels of the input image). Exactly one of the two topics exists, chosen at start-up.
-* `detections/image`: the frame as bgr8 with the boxes drawn.
+  Exactly one of the two topics exists, chosen at start-up.
+* `detections/image`: the frame as bgr8 with the boxes drawn, labelled "#id class score" in the track's colour.
+
+Track ids: every published detection carries the id of its track, also while the track is tentative (not yet
+matched on `tracker.min_hits` frames; `confirmed` false in the JSON, a thinner box in the image). A stamp
+going back or a gap longer than `tracker.max_gap` resets the tracker (logged; ids are never reused).
 
 Frames that arrive while the worker is busy replace the waiting one (newest wins) and are counted as dropped;
 counters go to /diagnostics. A missing or corrupt model folder at start-up prints one error line and exits 1.
@@ -32,22 +42,33 @@ import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.node import Node
-from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import Image
-from std_msgs.msg import String
+from std_msgs.msg import Header, String
 
-from dig2dig_ros.core.detection import Detections, Detector, DetectorConfig, ModelFormatError, draw
+from dig2dig_ros.core.detection import (
+    Detections,
+    Detector,
+    DetectorConfig,
+    ModelFormatError,
+    Tracker,
+    TrackerConfig,
+    draw,
+)
 from dig2dig_ros.ros import conversions
 from dig2dig_ros.ros.node_support import NewestWorker, StartupError, descriptor, diagnostics, run_node, steady_timer
 from dig2dig_ros.ros.params import ParamSpec, check_value
 
-try:  # a real ROS 2 install
-    from vision_msgs.msg import Detection2D, Detection2DArray, ObjectHypothesisWithPose
+try:  # a ROS 2 install (or vision_msgs built with colcon)
+    from vision_msgs.msg import Detection2D, Detection2DArray, LabelInfo, ObjectHypothesisWithPose, VisionClass
 except ImportError:  # pip-only: publish JSON on detections/json instead
-    Detection2D = Detection2DArray = ObjectHypothesisWithPose = None
+    Detection2D = Detection2DArray = LabelInfo = ObjectHypothesisWithPose = VisionClass = None
 
 HAVE_VISION_MSGS = Detection2DArray is not None
 _DEFAULTS = DetectorConfig()
+_TRACKER = TrackerConfig()
+TRACKER_PARAMS = {"tracker.match_iou": "match_iou", "tracker.high_score": "high_score",
+                  "tracker.min_hits": "min_hits", "tracker.max_age": "max_age", "tracker.max_gap": "max_gap"}
 
 PARAMS: list[ParamSpec] = [
     ParamSpec("model_path", _DEFAULTS.model_path, "folder written by dig2dig-convert-yolov5 "
@@ -60,6 +81,16 @@ PARAMS: list[ParamSpec] = [
     ParamSpec("input_size", _DEFAULTS.input_size, "long side of the network input in pixels (multiple of 32)",
               low=32, high=4096, read_only=True),
     ParamSpec("max_det", _DEFAULTS.max_det, "most boxes per frame", low=1, high=10000, read_only=True),
+    ParamSpec("tracker.match_iou", _TRACKER.match_iou, "least IoU of a track's predicted box and a detection "
+              "for the detection to continue the track", low=0.0, high=1.0),
+    ParamSpec("tracker.high_score", _TRACKER.high_score, "detections scored at least this are matched to tracks "
+              "first; weaker ones only take the tracks left over (ByteTrack's second pass)", low=0.0, high=1.0),
+    ParamSpec("tracker.min_hits", _TRACKER.min_hits, "birth: consecutive matched frames before a track is "
+              "confirmed (a tentative track that misses one frame is deleted)", low=1, high=1000),
+    ParamSpec("tracker.max_age", _TRACKER.max_age, "death: processed frames a confirmed track may go unmatched "
+              "(coasting on its motion model) before it is deleted", low=0, high=1000),
+    ParamSpec("tracker.max_gap", _TRACKER.max_gap, "seconds between frames beyond which the tracker starts "
+              "afresh, as a stamp going back does (0 = never)", low=0.0, high=3600.0),
     ParamSpec("qos.input_depth", 2, "subscription queue depth (sensor-data QoS)", low=1, high=100, read_only=True),
     ParamSpec("qos.output_depth", 2, "publisher queue depth (reliable)", low=1, high=100, read_only=True),
     ParamSpec("diagnostics_period", 1.0, "seconds between /diagnostics messages", low=0.1, high=60.0,
@@ -87,22 +118,30 @@ class DetectorNode(Node):
         cfg = DetectorConfig(**{k: values[k] for k in DetectorConfig.__dataclass_fields__})
         cfg.classes = [str(c) for c in (cfg.classes or [])]
         try:
+            self.tracker = Tracker(TrackerConfig(**{field: values[name] for name, field in TRACKER_PARAMS.items()}))
+        except ValueError as exc:
+            raise StartupError(f"tracker: {exc}") from exc
+        try:
             self.detector = Detector(cfg)
         except (ModelFormatError, ValueError) as exc:
             raise StartupError(f"cannot load the detector from model_path={cfg.model_path!r}: {exc}") from exc
         self.add_on_set_parameters_callback(self._on_set)
 
-        self.lock = threading.Lock()  # guards counts, latencies and the detector's thresholds
-        self.counts = {"frames": 0, "processed": 0, "dropped_busy": 0, "bad_input": 0, "failed": 0, "boxes": 0}
+        self.lock = threading.Lock()  # guards counts, latencies, the tracker and the detector's thresholds
+        self.counts = {"frames": 0, "processed": 0, "dropped_busy": 0, "bad_input": 0, "failed": 0, "boxes": 0,
+                       "tracker_resets": 0}
         self.latencies: deque[float] = deque(maxlen=100)
+        self.tracks = 0  # confirmed tracks after the latest frame
 
-        in_qos = QoSProfile(depth=values["qos.input_depth"], history=qos_profile_sensor_data.history,
-                            reliability=qos_profile_sensor_data.reliability,
-                            durability=qos_profile_sensor_data.durability)
         out_qos = QoSProfile(depth=values["qos.output_depth"], reliability=ReliabilityPolicy.RELIABLE)
-        self.sub = self.create_subscription(Image, "fused/image", self._on_image, in_qos)
+        self.sub = self._subscribe_input(values["qos.input_depth"])
+        self.pub_labels = None
         if HAVE_VISION_MSGS:
             self.pub_det = self.create_publisher(Detection2DArray, "detections", out_qos)
+            latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                                 durability=DurabilityPolicy.TRANSIENT_LOCAL)
+            self.pub_labels = self.create_publisher(LabelInfo, "detections/label_info", latched)
+            self._publish_label_info()
         else:
             self.pub_det = self.create_publisher(String, "detections/json", out_qos)
         self.pub_image = self.create_publisher(Image, "detections/image", out_qos)
@@ -112,7 +151,24 @@ class DetectorNode(Node):
         self.get_logger().info(
             f"detecting on {self.sub.topic_name} → {self.pub_det.topic_name}, {self.pub_image.topic_name}: "
             f"{len(self.detector.names)}-class YOLOv5 on {self.detector.device}, input {cfg.input_size}, "
-            f"classes {cfg.classes or 'all'}, confidence {cfg.confidence}, iou {cfg.iou}")
+            f"classes {cfg.classes or 'all'}, confidence {cfg.confidence}, iou {cfg.iou}; tracker min_hits "
+            f"{self.tracker.cfg.min_hits}, max_age {self.tracker.cfg.max_age}"
+            + ("" if HAVE_VISION_MSGS else " (vision_msgs not importable: JSON on detections/json)"))
+
+    def _subscribe_input(self, depth: int) -> Any:
+        """The fused/image subscription (sensor-data QoS with the given depth)."""
+        qos = QoSProfile(depth=depth, history=qos_profile_sensor_data.history,
+                         reliability=qos_profile_sensor_data.reliability,
+                         durability=qos_profile_sensor_data.durability)
+        return self.create_subscription(Image, "fused/image", self._on_image, qos)
+
+    def _publish_label_info(self) -> None:
+        """detections/label_info: the classes this node reports and its confidence threshold (latched)."""
+        ids = self.detector.class_ids if self.detector.class_ids is not None else range(len(self.detector.names))
+        header = Header(stamp=self.get_clock().now().to_msg())
+        msg = LabelInfo(header=header, threshold=float(self.detector.cfg.confidence))
+        msg.class_map = [VisionClass(class_id=int(i), class_name=self.detector.names[i]) for i in ids]
+        self.pub_labels.publish(msg)
 
     # -- parameters -------------------------------------------------------------------------------------------
     def _on_set(self, params: list) -> SetParametersResult:
@@ -129,6 +185,11 @@ class DetectorNode(Node):
             for param in params:
                 if param.name in ("confidence", "iou"):
                     setattr(self.detector.cfg, param.name, float(param.value))
+                elif param.name in TRACKER_PARAMS:
+                    field = TRACKER_PARAMS[param.name]
+                    setattr(self.tracker.cfg, field, type(getattr(self.tracker.cfg, field))(param.value))
+        if self.pub_labels is not None and any(p.name == "confidence" for p in params):
+            self._publish_label_info()
         return SetParametersResult(successful=True)
 
     # -- subscribe → keep newest -----------------------------------------------------------------------------
@@ -148,10 +209,18 @@ class DetectorNode(Node):
         start = time.monotonic()
         try:
             dets = self.detector(bgr)
+            with self.lock:
+                dets = self.tracker.update(dets, self._stamp_s(msg))
+                reset = self.tracker.last_reset
+                if reset:
+                    self.counts["tracker_resets"] += 1
+                tracks = self.tracker.confirmed_count()
         except Exception as exc:  # noqa: BLE001 - one bad frame must not end the node
             self._count("failed")
             self.get_logger().error(f"detection failed: {exc}", throttle_duration_sec=5.0)
             return
+        if reset:
+            self.get_logger().info(f"{reset}: tracker reset")
         if HAVE_VISION_MSGS:
             self.pub_det.publish(to_detection2d_array(dets, msg.header))
         else:
@@ -161,6 +230,14 @@ class DetectorNode(Node):
             self.latencies.append(time.monotonic() - start)
             self.counts["processed"] += 1
             self.counts["boxes"] += len(dets)
+            self.tracks = tracks
+
+    def _stamp_s(self, msg: Image) -> float:
+        """The frame's stamp in seconds (the node's clock for a frame without one)."""
+        sec, nanosec = int(msg.header.stamp.sec), int(msg.header.stamp.nanosec)
+        if sec == 0 and nanosec == 0:
+            return self.get_clock().now().nanoseconds * 1e-9
+        return sec + nanosec * 1e-9
 
     def _count(self, key: str) -> None:
         with self.lock:
@@ -168,7 +245,7 @@ class DetectorNode(Node):
 
     def _publish_diagnostics(self) -> None:
         with self.lock:
-            counts = dict(self.counts)
+            counts = {**self.counts, "confirmed_tracks": self.tracks}
             latency = float(np.mean(self.latencies)) if self.latencies else 0.0
         level, message = DiagnosticStatus.OK, f"running on {self.detector.device}"
         if counts["failed"] or counts["bad_input"]:
@@ -194,11 +271,11 @@ def to_bgr8(msg: Image) -> np.ndarray:
 def to_json_dict(dets: Detections, header: Any, shape: tuple[int, ...]) -> dict[str, Any]:
     """The detections/json payload (see the module docstring)."""
     items = []
-    for (x1, y1, x2, y2), score, cid, name in zip(
-        dets.boxes, dets.scores, dets.class_ids, dets.class_names(), strict=True
+    for (x1, y1, x2, y2), score, cid, name, tid, sure in zip(
+        dets.boxes, dets.scores, dets.class_ids, dets.class_names(), *_track_columns(dets), strict=True
     ):
         items.append({
-            "class_id": int(cid), "class_name": name, "score": round(float(score), 4),
+            "id": tid, "confirmed": sure, "class_id": int(cid), "class_name": name, "score": round(float(score), 4),
             "bbox": {"center_x": round(float(x1 + x2) / 2, 2), "center_y": round(float(y1 + y2) / 2, 2),
                      "size_x": round(float(x2 - x1), 2), "size_y": round(float(y2 - y1), 2)},
         })
@@ -210,11 +287,20 @@ def to_json_dict(dets: Detections, header: Any, shape: tuple[int, ...]) -> dict[
     }
 
 
+def _track_columns(dets: Detections) -> tuple[list[str], list[bool]]:
+    """Per box: the track id as a string ("" when dets were not tracked) and whether its track is confirmed."""
+    if dets.track_ids is None:
+        return [""] * len(dets), [False] * len(dets)
+    confirmed = dets.confirmed if dets.confirmed is not None else [False] * len(dets)
+    return [str(int(t)) for t in dets.track_ids], [bool(c) for c in confirmed]
+
+
 def to_detection2d_array(dets: Detections, header: Any) -> Any:
-    """vision_msgs/Detection2DArray (vision_msgs ≥ 3: hypothesis.class_id is the class name)."""
+    """vision_msgs/Detection2DArray (vision_msgs ≥ 3: hypothesis.class_id is the class name; id the track id)."""
     out = Detection2DArray(header=header)
-    for (x1, y1, x2, y2), score, name in zip(dets.boxes, dets.scores, dets.class_names(), strict=True):
-        det = Detection2D(header=header)
+    ids, _ = _track_columns(dets)
+    for (x1, y1, x2, y2), score, name, tid in zip(dets.boxes, dets.scores, dets.class_names(), ids, strict=True):
+        det = Detection2D(header=header, id=tid)
         hyp = ObjectHypothesisWithPose()
         hyp.hypothesis.class_id = name
         hyp.hypothesis.score = float(score)

@@ -35,6 +35,8 @@ class Detections:
     scores: np.ndarray  # (N,) float32 in [0,1]
     class_ids: np.ndarray  # (N,) int64
     names: list[str]  # class name per id (the model's full list)
+    track_ids: np.ndarray | None = None  # (N,) int64, filled in by detection.tracker.Tracker
+    confirmed: np.ndarray | None = None  # (N,) bool: the box's track is confirmed (not tentative)
 
     def __len__(self) -> int:
         return len(self.scores)

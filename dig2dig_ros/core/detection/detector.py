@@ -74,20 +74,34 @@ class Detector:
         return Detections(scale_boxes(boxes, lb), scores, class_ids, self.names)
 
 
+# Box colours (BGR) for tracked boxes, picked by track id: a track keeps its colour from frame to frame.
+TRACK_COLOURS = [(0, 255, 0), (255, 128, 0), (0, 128, 255), (255, 0, 255), (0, 255, 255), (255, 255, 0),
+                 (128, 0, 255), (0, 0, 255), (255, 0, 128), (128, 255, 0)]
+UNTRACKED_COLOUR = (0, 255, 0)
+
+
 def draw(bgr: np.ndarray, dets: Detections) -> np.ndarray:
-    """A copy of bgr (H,W,3) uint8 with each box and its "name score" label drawn."""
+    """A copy of bgr (H,W,3) uint8 with each box and its label drawn: "name score", or "#id name score" in the
+    track's own colour when dets carry track ids (a tentative track's box is drawn thinner)."""
     out = np.ascontiguousarray(bgr).copy()
     thickness = max(1, round(max(out.shape[:2]) / 500))
-    for (x1, y1, x2, y2), score, name in zip(dets.boxes, dets.scores, dets.class_names(), strict=True):
+    ids = dets.track_ids if dets.track_ids is not None else [None] * len(dets)
+    confirmed = dets.confirmed if dets.confirmed is not None else [True] * len(dets)
+    for (x1, y1, x2, y2), score, name, tid, sure in zip(
+        dets.boxes, dets.scores, dets.class_names(), ids, confirmed, strict=True
+    ):
         p1, p2 = (int(x1), int(y1)), (int(x2), int(y2))
-        cv2.rectangle(out, p1, p2, (0, 255, 0), thickness, cv2.LINE_AA)
+        colour = UNTRACKED_COLOUR if tid is None else TRACK_COLOURS[int(tid) % len(TRACK_COLOURS)]
+        label = f"{name} {score:.2f}" if tid is None else f"#{int(tid)} {name} {score:.2f}"
+        box_thickness = thickness if sure else max(1, thickness // 2)
+        cv2.rectangle(out, p1, p2, colour, box_thickness, cv2.LINE_AA)
         cv2.putText(
             out,
-            f"{name} {score:.2f}",
+            label,
             (p1[0], max(p1[1] - 4, 12)),
             cv2.FONT_HERSHEY_SIMPLEX,
             0.4 * thickness,
-            (0, 255, 0),
+            colour,
             thickness,
             cv2.LINE_AA,
         )
