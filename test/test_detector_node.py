@@ -234,3 +234,46 @@ def test_yaml_sets_the_detector_parameters_to_their_declared_defaults():
     assert set(values) <= set(declared), set(values) - set(declared)
     assert {name for name in declared if name.startswith("tracker.")} <= set(values)
     assert {name: values[name] for name in values} == {name: declared[name] for name in values}
+
+
+def test_losses_and_faults_of_ours_are_counted_and_named_in_process(ros_env, tiny_model, monkeypatch):
+    """Transport losses (rmw's message_lost) and an exception while publishing turn the status WARN, counted."""
+    from types import SimpleNamespace
+
+    import rclpy
+    from diagnostic_msgs.msg import DiagnosticStatus
+    from rclpy.parameter import Parameter
+
+    from dig2dig_ros.ros.conversions import numpy_to_image
+    from dig2dig_ros.ros.detector_node import DetectorNode
+
+    rclpy.init()
+    node = None
+    try:
+        node = DetectorNode(parameter_overrides=[Parameter("model_path", value=str(tiny_model)),
+                                                 Parameter("device", value="cpu")])
+        sent = []
+        monkeypatch.setattr(node.pub_diag, "publish", sent.append)
+        node.input._on_lost(SimpleNamespace(total_count_change=4, total_count=4))
+        node._publish_diagnostics()
+        status = sent[-1].status[0]
+        values = {kv.key: kv.value for kv in status.values}
+        assert status.level == DiagnosticStatus.WARN and values["lost"] == "4"
+        assert "lost 4 fused frames" in status.message and "/fused/image" in status.message
+
+        def broken(*args, **kwargs):
+            raise RuntimeError("publisher exploded")
+
+        monkeypatch.setattr(node.pub_image, "publish", broken)
+        node.worker.submit(numpy_to_image(np.zeros((64, 64, 3), np.uint8), "bgr8"))
+        end = time.monotonic() + 20
+        while node.counts["failed"] == 0 and time.monotonic() < end:
+            time.sleep(0.05)
+        assert node.counts["failed"] == 1 and node.worker._thread.is_alive()
+        node._publish_diagnostics()
+        assert "publisher exploded" in sent[-1].status[0].message
+    finally:
+        if node is not None:
+            node.stop()
+            node.destroy_node()
+        rclpy.shutdown()

@@ -17,7 +17,7 @@ import pytest
 pytest.importorskip("foxglove")
 websockets = pytest.importorskip("websockets")
 
-from dig2dig_ros.view.foxglove_bridge import FoxgloveBridge  # noqa: E402
+from dig2dig_ros.view.foxglove_bridge import FoxgloveBridge, array_to_frame  # noqa: E402
 
 SUBPROTOCOLS = ["foxglove.sdk.v1", "foxglove.websocket.v1"]
 
@@ -138,3 +138,119 @@ def test_unwatched_channels_send_nothing_and_puts_never_wait(bridge):
     assert (time.perf_counter() - start) / 200 < 0.01  # a put that waited on a viewer would take far longer
     time.sleep(0.2)
     assert bridge.watched() == set() and bridge.sent["/fused/image"] == 0
+
+
+def decode_compressed_image(payload: bytes) -> dict:
+    """foxglove.CompressedImage (protobuf: timestamp 1, data 2, format 3, frame_id 4) → {stamp_ns, ...}."""
+    f = _protobuf_fields(payload)
+    stamp = _protobuf_fields(f[1][0]) if 1 in f else {}
+    return {"stamp_ns": stamp.get(1, [0])[0] * 10**9 + stamp.get(2, [0])[0], "data": f.get(2, [b""])[0],
+            "format": f.get(3, [b""])[0].decode(), "frame_id": f.get(4, [b""])[0].decode()}
+
+
+def _feed_when_watched(bridge, topics, feed):
+    """An `until` for FoxgloveClient.collect: feed once the bridge sees the subscriptions, until each got one."""
+    def until(got):
+        if not bridge.watched() >= set(topics):
+            time.sleep(0.05)
+            return False
+        feed()
+        time.sleep(0.05)
+        return all(got[t] for t in topics)
+    return until
+
+
+def test_compressed_topics_reach_foxglove_as_compressed_image_or_decoded():
+    """A sensor_msgs/CompressedImage goes out as foxglove.CompressedImage with its bytes as received; on a channel
+    advertised as RawImage it is decoded (the review found every compressed message dropped and only counted)."""
+    pytest.importorskip("sensor_msgs")
+    import cv2
+    from sensor_msgs.msg import CompressedImage
+
+    from dig2dig_ros.view.ros_common import message_to_frame
+
+    scene = np.random.default_rng(1).integers(0, 255, (24, 32, 3), dtype=np.uint8)
+    jpeg = CompressedImage(format="bgr8; jpeg compressed bgr8")  # image_transport's format string
+    jpeg.data = cv2.imencode(".jpg", scene)[1].tobytes()
+    jpeg.header.stamp.sec, jpeg.header.stamp.nanosec, jpeg.header.frame_id = 77, 5, "cam"
+    gray = scene[..., 1].copy()
+    png = CompressedImage(format="png")
+    png.data = cv2.imencode(".png", gray)[1].tobytes()
+    topics = ["/cam/image/compressed", "/thermal/image"]
+    bridge = FoxgloveBridge(topics, port=0, convert=message_to_frame, compressed=["/cam/image/compressed"],
+                            diagnostics=False).start()
+    try:
+        def feed():
+            bridge.put_image(topics[0], jpeg, 77 * 10**9 + 5, "cam")
+            bridge.put_image(topics[1], png, 78 * 10**9, "ir")
+
+        got = FoxgloveClient(bridge.port).collect(topics, _feed_when_watched(bridge, topics, feed), timeout=15)
+    finally:
+        bridge.stop()
+    assert bridge.errors == 0, bridge.last_failure
+    compressed = decode_compressed_image(got[topics[0]][0])
+    assert (compressed["stamp_ns"], compressed["frame_id"], compressed["format"]) == (77 * 10**9 + 5, "cam", "jpeg")
+    assert compressed["data"] == bytes(jpeg.data)  # as received: nothing decoded or re-encoded
+    raw = decode_raw_image(got[topics[1]][0])
+    assert (raw["encoding"], raw["width"], raw["height"], raw["step"]) == ("mono8", 32, 24, 32)
+    assert np.array_equal(np.frombuffer(raw["data"], np.uint8).reshape(24, 32), gray)  # PNG is lossless
+
+
+class _FakeChannel:
+    """Stands in for an SDK channel: always watched; `log` records, or raises `fail` once."""
+
+    def __init__(self, fail: Exception | None = None) -> None:
+        self.fail, self.logged = fail, []
+
+    def has_sinks(self) -> bool:
+        return True
+
+    def log(self, message) -> None:
+        if self.fail is not None:
+            failure, self.fail = self.fail, None
+            raise failure
+        self.logged.append(message)
+
+
+def _wait(predicate, timeout: float = 5.0) -> bool:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end and not predicate():
+        time.sleep(0.02)
+    return predicate()
+
+
+def test_a_failing_message_is_counted_logged_and_the_sender_goes_on():
+    lines = []
+
+    def convert(payload, compressed):
+        if payload == "bad":
+            raise ValueError("cannot show encoding 'yuv9'")
+        return array_to_frame(payload, compressed)
+
+    bridge = FoxgloveBridge(["/fused/image"], port=0, convert=convert, log=lines.append).start()
+    try:
+        bridge._diag_channel = _FakeChannel(fail=RuntimeError("diagnostics value not JSON"))
+        bridge._channels["/fused/image"] = image_channel = _FakeChannel()
+        bridge.put_diagnostics({"status": []})
+        assert _wait(lambda: bridge.failed["/diagnostics"] == 1)
+        bridge.put_image("/fused/image", "bad", 1)
+        assert _wait(lambda: bridge.failed["/fused/image"] == 1)
+        bridge.put_image("/fused/image", (np.zeros((2, 3), np.uint8), "mono8"), 2)
+        bridge.put_diagnostics({"status": []})
+        assert _wait(lambda: image_channel.logged and bridge._diag_channel.logged), "the sender thread stopped"
+        assert bridge.alive() and bridge.sent["/fused/image"] == 1 and bridge.errors == 2
+    finally:
+        bridge.stop()
+    assert "RuntimeError: diagnostics value not JSON" in bridge.last_failure["/diagnostics"]
+    assert any("/fused/image" in line and "yuv9" in line for line in lines), lines
+    assert any("/diagnostics" in line and "not JSON" in line for line in lines), lines
+
+
+@pytest.mark.parametrize(("ros_format", "shown"), [
+    ("jpeg", "jpeg"), ("JPG", "jpeg"), ("png", "png"), ("bgr8; jpeg compressed bgr8", "jpeg"),
+    ("mono16; png compressed mono16", "png"), ("rgb8; compressed png", "png"), ("webp", "webp"),
+    ("16UC1; compressedDepth png", None), ("", None), ("tiff", None)])
+def test_ros_compressed_formats_map_to_the_formats_foxglove_shows(ros_format, shown):
+    from dig2dig_ros.view.foxglove_bridge import foxglove_format
+
+    assert foxglove_format(ros_format) == shown

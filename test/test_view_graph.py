@@ -1,4 +1,6 @@
-"""The live views in the real graph: `dig2dig-ros launch view:=true foxglove:=true`, pairs published from here.
+"""The live views in the real graph: `dig2dig-ros launch view:=true foxglove:=true`, pairs published from here;
+and each view node in-process with a test publisher (subscriptions that follow their publishers' QoS, losses
+reported, idle topics dropped while the page polls status, compressed topics in Foxglove, failures reported).
 
 * a headless Chromium (Debian's `chromium`; installed here with apt-get when we are root and it is missing,
   skipped with the reason otherwise) loads the page while frames flow: the fused panel is not blank and the
@@ -34,10 +36,12 @@ rclpy = pytest.importorskip("rclpy")
 pytest.importorskip("foxglove")
 websockets = pytest.importorskip("websockets")
 
+from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
 from rclpy.executors import SingleThreadedExecutor  # noqa: E402
+from rclpy.parameter import Parameter  # noqa: E402
 from rclpy.qos import QoSProfile, ReliabilityPolicy  # noqa: E402
-from sensor_msgs.msg import Image  # noqa: E402
-from test_view_foxglove import FoxgloveClient, decode_raw_image  # noqa: E402
+from sensor_msgs.msg import CompressedImage, Image  # noqa: E402
+from test_view_foxglove import FoxgloveClient, decode_compressed_image, decode_raw_image  # noqa: E402
 
 from dig2dig_ros.core.sample_scene import make_sample_pair  # noqa: E402
 from dig2dig_ros.ros.conversions import numpy_to_image  # noqa: E402
@@ -345,3 +349,205 @@ def test_messages_become_displayable_and_foxglove_bytes():
         raw = message_to_raw(msg)
         assert (raw.width, raw.height, raw.encoding, raw.step) == (4, 3, "32FC1", 16)
         assert np.array_equal(np.frombuffer(raw.data, "<f4").reshape(3, 4), weights)  # Foxglove reads little-endian
+
+
+# -- each view node in-process, fed by a test publisher -----------------------------------------------------------
+@pytest.fixture()
+def in_process(monkeypatch):
+    """make(node class, **parameters) → node, spun with a peer node (returned too) on a thread of their own."""
+    monkeypatch.setenv("ROS_DOMAIN_ID", str(1 + (os.getpid() + 53) % 99))
+    monkeypatch.setenv("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    executor = SingleThreadedExecutor(context=context)
+    peer = rclpy.create_node("view_test_peer", context=context)
+    executor.add_node(peer)
+    made = []
+
+    def make(cls, **params):
+        node = cls(context=context, parameter_overrides=[Parameter(k, value=v) for k, v in params.items()])
+        executor.add_node(node)
+        made.append(node)
+        return node
+
+    spinner = threading.Thread(target=executor.spin, daemon=True)
+    spinner.start()
+    yield make, peer
+    executor.shutdown(timeout_sec=5)
+    spinner.join(5)
+    for node in made:
+        node.stop()
+        node.destroy_node()
+    peer.destroy_node()
+    rclpy.shutdown(context=context)
+
+
+class Publishing:
+    """Publishes `make(i)` on a topic at `rate` Hz from a thread, until closed."""
+
+    def __init__(self, peer, msg_type, topic: str, make, reliable: bool, rate: float = 20.0) -> None:
+        qos = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE if reliable else ReliabilityPolicy.BEST_EFFORT)
+        self.pub = peer.create_publisher(msg_type, topic, qos)
+        self.sent = []
+        self._stop = threading.Event()
+
+        def run():
+            i = 0
+            while not self._stop.wait(1.0 / rate):
+                msg = make(i)
+                msg.header.stamp.sec, msg.header.stamp.nanosec, msg.header.frame_id = 3000 + i, 7, "test_cam"
+                self.pub.publish(msg)
+                self.sent.append(msg)
+                i += 1
+
+        self._thread = threading.Thread(target=run, daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+
+def _until(predicate, timeout: float, every: float = 0.1):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(every)
+    return predicate()
+
+
+def _status(port: int) -> dict:
+    return json.loads(http_get(f"http://127.0.0.1:{port}/status.json")[2])
+
+
+def _own_status(received: list, node_name: str) -> dict | None:
+    """The newest status a view node published about itself, as {level, message, values}."""
+    for msg in reversed(received):
+        for s in msg.status:
+            if s.name.endswith(f"{node_name}: view"):
+                return {"level": s.level[0] if isinstance(s.level, bytes) else s.level, "message": s.message,
+                        "values": {kv.key: kv.value for kv in s.values}}
+    return None
+
+
+def test_web_view_matches_qos_reports_losses_and_drops_idle_topics_while_status_polls(in_process, capfd):
+    from types import SimpleNamespace
+
+    from dig2dig_ros.view.web_view_node import WebViewNode
+
+    make, peer = in_process
+    node = make(WebViewNode, port=0, idle_unsubscribe_s=1.5)
+    port = node.view.port
+    image = numpy_to_image(np.full((12, 16), 90, np.uint8), "mono8")
+    feeds = [Publishing(peer, Image, "/cam/best_effort", lambda i: image, reliable=False),
+             Publishing(peer, Image, "/cam/reliable", lambda i: image, reliable=True)]
+    diagnostics = []
+    peer.create_subscription(DiagnosticArray, "/diagnostics", diagnostics.append, 10)
+    elsewhere = None
+    try:
+        for topic in ("/cam/best_effort", "/cam/reliable"):
+            code, headers, _ = http_get(f"http://127.0.0.1:{port}/snapshot?topic={topic}&timeout=10")
+            assert code == 200 and headers["X-Frame-Id"] == "test_cam"
+        topics = _until(lambda: (t := _status(port)["topics"]) and all("reliability" in v for v in t.values()) and t,
+                        timeout=3)
+        assert topics["/cam/best_effort"]["reliability"] == "best_effort"  # a reliable reader would get nothing
+        assert topics["/cam/reliable"]["reliability"] == "reliable"  # every publisher is reliable
+        # what rmw's message_lost event hands the input: the count appears in status.json, the node's
+        # /diagnostics (WARN, with the cause) and one log line
+        node.inputs["/cam/best_effort"]._on_lost(SimpleNamespace(total_count_change=3))
+
+        def reported():  # reading both topics meanwhile (snapshots), so neither is unsubscribed yet
+            for topic in ("/cam/best_effort", "/cam/reliable"):
+                http_get(f"http://127.0.0.1:{port}/snapshot?topic={topic}")
+            own = _own_status(diagnostics, "dig2dig_web_view")
+            entry = _status(port)["topics"]["/cam/best_effort"]
+            return own and own["level"] == 1 and entry["lost"] == 3 and entry["lost_recent"] == 3 and own
+
+        own = _until(reported, timeout=5)
+        assert own, "no WARN status from the web view"
+        assert "lost 3 view frames" in own["message"] and "/cam/best_effort" in own["message"]
+        assert own["values"]["/cam/best_effort lost"] == "3" and own["values"]["/cam/reliable lost"] == "0"
+        # nothing reads the images now, but status.json is polled like a page does: both are dropped
+        dropped = _until(lambda: _status(port)["topics"] == {} and not node.inputs, timeout=5, every=0.2)
+        assert dropped, f"still subscribed while only status.json was read: {sorted(node.inputs)}"
+        # the same topic subscribed again (its qos_overrides parameter already declared)
+        code, _, _ = http_get(f"http://127.0.0.1:{port}/snapshot?topic=/cam/best_effort&timeout=10")
+        assert code == 200 and "/cam/best_effort" in node.inputs
+        # a topic asked for before anyone publishes it is taken for an Image; published as CompressedImage later,
+        # it is subscribed again with that type
+        assert http_get(f"http://127.0.0.1:{port}/snapshot?topic=/late/image&timeout=0.6")[0] == 503
+        assert node.inputs["/late/image"].msg_type is Image
+        jpeg = CompressedImage(format="jpeg", data=cv2.imencode(".jpg", np.zeros((8, 8, 3), np.uint8))[1].tobytes())
+        elsewhere = rclpy.Context()  # another participant, as another process would be (DDS refuses a second
+        rclpy.init(context=elsewhere)  # type on one topic within a participant)
+        other = rclpy.create_node("late_publisher", context=elsewhere)
+        feeds.append(Publishing(other, CompressedImage, "/late/image", lambda i: jpeg, reliable=True))
+        code, headers, _ = http_get(f"http://127.0.0.1:{port}/snapshot?topic=/late/image&timeout=5")
+        assert code == 200 and node.inputs["/late/image"].msg_type is CompressedImage
+    finally:
+        for feed in feeds:
+            feed.close()
+        if elsewhere is not None:
+            other.destroy_node()
+            rclpy.shutdown(context=elsewhere)
+    log = capfd.readouterr()
+    assert "lost 3 view frames" in log.err + log.out
+    assert "/cam/best_effort: unsubscribed" in log.err + log.out
+
+
+def test_foxglove_gets_a_compressed_topic_and_reports_failed_messages(in_process):
+    from dig2dig_ros.view.foxglove_node import FoxgloveNode
+
+    make, peer = in_process
+    node = make(FoxgloveNode, port=0, topics=["/cam/image/compressed", "/cam/image"])
+    scene = np.random.default_rng(2).integers(0, 255, (24, 32, 3), dtype=np.uint8)
+    jpeg = cv2.imencode(".jpg", scene)[1].tobytes()
+
+    def compressed(data: bytes):
+        def make_msg(i):
+            msg = CompressedImage(format="bgr8; jpeg compressed bgr8")
+            msg.data = data
+            return msg
+        return make_msg
+
+    feeds = [Publishing(peer, CompressedImage, "/cam/image/compressed", compressed(jpeg), reliable=True),
+             # advertised as RawImage (its name says nothing of compression), fed undecodable bytes
+             Publishing(peer, CompressedImage, "/cam/image", compressed(b"not an image"), reliable=True)]
+    diagnostics = []
+    peer.create_subscription(DiagnosticArray, "/diagnostics", diagnostics.append, 10)
+    try:
+        topics = ["/cam/image/compressed", "/cam/image"]
+
+        def until(got):  # the node's WARN about /cam/image, published while the client still watches
+            own = _own_status(diagnostics, "dig2dig_foxglove_bridge")
+            return got["/cam/image/compressed"] and own and "/cam/image failed" in own["values"] and \
+                int(own["values"]["/cam/image failed"]) >= 2 and own["level"] == 1
+
+        got = FoxgloveClient(node.bridge.port).collect(topics, until, timeout=30)
+        own = _own_status(diagnostics, "dig2dig_foxglove_bridge")
+    finally:
+        for feed in feeds:
+            feed.close()
+    image = decode_compressed_image(got["/cam/image/compressed"][0])
+    assert image["format"] == "jpeg" and image["data"] == jpeg and image["frame_id"] == "test_cam"
+    assert divmod(image["stamp_ns"], 10**9)[1] == 7 and image["stamp_ns"] // 10**9 >= 3000
+    assert not got["/cam/image"]  # undecodable: counted and reported, nothing sent
+    assert own, "no WARN status from the Foxglove bridge about the failed messages"
+    assert "Foxglove channel /cam/image:" in own["message"] and "could not decode" in own["message"]
+    assert int(own["values"]["/cam/image failed"]) >= 2 and int(own["values"]["/cam/image/compressed sent"]) >= 1
+    assert own["values"]["/cam/image/compressed reliability"] == "reliable"
+
+
+def test_fusion_yaml_sets_the_view_nodes_parameters_to_their_declared_defaults():
+    import yaml
+
+    from dig2dig_ros.view import foxglove_node, web_view_node
+
+    config = yaml.safe_load((REPO / "config" / "fusion.yaml").read_text())
+    for name, specs in (("dig2dig_web_view", web_view_node.PARAMS), ("dig2dig_foxglove_bridge", foxglove_node.PARAMS)):
+        values = config[f"/**/{name}"]["ros__parameters"]
+        expected = {spec.name: spec.default for spec in specs if spec.name not in ("host", "port")}  # launch args
+        assert values == expected, name
+        assert all(spec.description for spec in specs)

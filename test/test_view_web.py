@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from dig2dig_ros.view.frames import DiagnosticsBoard, FrameHub, FrameSlot, to_display, weight_colormap
-from dig2dig_ros.view.web_view import BOUNDARY, WebView
+from dig2dig_ros.view.web_view import BOUNDARY, Panel, WebView
 
 
 @pytest.fixture()
@@ -174,3 +174,97 @@ def test_page_and_status_show_panels_and_counters(served):
     fusion = status["diagnostics"]["/dig2dig_fusion: fusion"]
     assert fusion["level"] == "OK" and fusion["values"]["fused"] == "3"
     assert status["topics"]["fused/image"]["stamp"] == "5.000000000"
+
+
+def _open_stream(view: WebView, topic: str) -> socket.socket:
+    """A raw client that asks for a stream and reads the reply's status line and headers."""
+    sock = socket.create_connection(("127.0.0.1", view.port), timeout=10)
+    sock.sendall(f"GET /stream?topic={topic} HTTP/1.0\r\n\r\n".encode())
+    head = b""
+    while b"\r\n\r\n" not in head:
+        chunk = sock.recv(4096)
+        assert chunk, head
+        head += chunk
+    assert head.startswith(b"HTTP/1.0 200"), head
+    return sock
+
+
+def _until(predicate, timeout: float) -> bool:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end and not predicate():
+        time.sleep(0.05)
+    return predicate()
+
+
+def test_polling_status_does_not_keep_a_topic_read(served):
+    """idle_unsubscribe_s counts from the last stream or snapshot read; the page's status.json polls are not reads."""
+    hub, _, view = served
+    slot = hub.slot("/fused/image")
+    slot.put((np.zeros((4, 4), np.uint8), "mono8"), stamp_ns=1)
+    read = slot.last_read
+    for _ in range(5):
+        with _get(view, "/status.json") as reply:
+            assert json.load(reply)["topics"]["/fused/image"]["frames"] == 1
+        time.sleep(0.05)
+    assert slot.last_read == read and slot.unread_s() >= 0.25
+    with _get(view, "/snapshot?topic=/fused/image"):
+        pass
+    assert slot.last_read > read  # a snapshot is a read
+
+
+def test_a_closed_browser_ends_its_stream_on_a_silent_topic(served):
+    hub, _, view = served
+    slot = hub.slot("/silent")
+    sock = _open_stream(view, "/silent")
+    assert _until(lambda: view.streams == 1, 2)
+    sock.close()
+    assert _until(lambda: view.streams == 0, 3), "the stream thread outlived its browser"
+    time.sleep(1.5)
+    assert time.monotonic() - slot.last_read > 1.2  # nobody reads the slot now: it can idle out
+
+
+def test_caps_on_streams_and_topics_answer_503_with_the_reason():
+    hub, board = FrameHub(), DiagnosticsBoard()
+    view = WebView(hub, board, port=0, panels=(Panel("fused", "/fused/image"),), max_streams=2, max_topics=1).start()
+    try:
+        streams = [_open_stream(view, "/fused/image"), _open_stream(view, "/fused/image")]
+        with pytest.raises(urllib.error.HTTPError) as err:
+            _get(view, "/stream?topic=/fused/image")
+        assert err.value.code == 503 and b"max_streams=2" in err.value.read()
+        streams.pop().close()
+        assert _until(lambda: view.streams == 1, 3)
+        streams.append(_open_stream(view, "/fused/image"))  # a freed place is taken again
+        for sock in streams:
+            sock.close()
+        assert _until(lambda: view.streams == 0, 3)
+
+        with pytest.raises(urllib.error.HTTPError) as err:  # within the cap: subscribed, but nothing yet
+            _get(view, "/snapshot?topic=/extra&timeout=0.1")
+        assert err.value.code == 503 and b"no frame" in err.value.read()
+        with pytest.raises(urllib.error.HTTPError) as err:
+            _get(view, "/snapshot?topic=/another&timeout=0.1")
+        assert err.value.code == 503 and b"max_topics=1" in err.value.read()
+        assert hub.existing("/another") is None  # refused: nothing subscribed for it
+        with pytest.raises(urllib.error.HTTPError) as err:  # the page's own topics never count
+            _get(view, "/snapshot?topic=/fused/image&timeout=0.1")
+        assert b"no frame" in err.value.read()
+        hub.forget("/extra")  # what the node does once /extra is unread for idle_unsubscribe_s
+        with pytest.raises(urllib.error.HTTPError) as err:
+            _get(view, "/snapshot?topic=/another&timeout=0.1")
+        assert b"no frame" in err.value.read()
+        with _get(view, "/status.json") as reply:
+            status = json.load(reply)
+        assert status["refused"] == {"streams": 1, "topics": 1} and status["max_topics"] == 1
+    finally:
+        view.stop()
+
+
+def test_status_shows_the_losses_the_node_reports(served):
+    hub, _, view = served
+    hub.slot("/ir/image").put((np.zeros((4, 4), np.uint8), "mono8"))
+    view.transport = lambda: {"/ir/image": {"lost": 7, "lost_recent": 2, "reliability": "best_effort"}}
+    with _get(view, "/status.json") as reply:
+        entry = json.load(reply)["topics"]["/ir/image"]
+    assert (entry["lost"], entry["lost_recent"], entry["reliability"], entry["frames"]) == (7, 2, "best_effort", 1)
+    with _get(view, "/") as reply:
+        assert "lost ${t.lost} in transport" in reply.read().decode()

@@ -1,8 +1,8 @@
 """`dig2dig_detector`: YOLOv5 detections on fused frames, each with a track id.
 
-subscribe `fused/image` (sensor_msgs/Image, sensor-data QoS) → keep the newest frame → worker: convert →
-detect (dig2dig_ros.core.detection) → track (core.detection.tracker) → publish, each output with the input
-frame's header (stamp, frame_id):
+subscribe `fused/image` (sensor_msgs/Image, reliability matching its publishers) → keep the newest frame →
+worker: convert → detect (dig2dig_ros.core.detection) → track (core.detection.tracker) → publish, each output
+with the input frame's header (stamp, frame_id):
 
 * `detections`: vision_msgs/Detection2DArray, when `vision_msgs.msg` is importable (a ROS 2 install has it from
   its distribution; here it is built with colcon from ../shared/ros2_msgs). One Detection2D per box: `id` the
@@ -42,7 +42,7 @@ import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.node import Node
-from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image
 from std_msgs.msg import Header, String
 
@@ -57,7 +57,8 @@ from dig2dig_ros.core.detection import (
 )
 from dig2dig_ros.ros import conversions
 from dig2dig_ros.ros.node_support import NewestWorker, StartupError, descriptor, diagnostics, run_node, steady_timer
-from dig2dig_ros.ros.params import ParamSpec, check_value
+from dig2dig_ros.ros.params import RELIABILITY_CHOICES, ParamSpec, check_value
+from dig2dig_ros.ros.qos_match import MatchedInput
 
 try:  # a ROS 2 install (or vision_msgs built with colcon)
     from vision_msgs.msg import Detection2D, Detection2DArray, LabelInfo, ObjectHypothesisWithPose, VisionClass
@@ -65,6 +66,9 @@ except ImportError:  # pip-only: publish JSON on detections/json instead
     Detection2D = Detection2DArray = LabelInfo = ObjectHypothesisWithPose = VisionClass = None
 
 HAVE_VISION_MSGS = Detection2DArray is not None
+QOS_REFRESH_S = 1.0  # how often the input's publishers are re-read
+RECENT_S = 3.0  # the window recent losses and failures are taken over
+WORKER_STOP_S = 10.0
 _DEFAULTS = DetectorConfig()
 _TRACKER = TrackerConfig()
 TRACKER_PARAMS = {"tracker.match_iou": "match_iou", "tracker.high_score": "high_score",
@@ -91,7 +95,10 @@ PARAMS: list[ParamSpec] = [
               "(coasting on its motion model) before it is deleted", low=0, high=1000),
     ParamSpec("tracker.max_gap", _TRACKER.max_gap, "seconds between frames beyond which the tracker starts "
               "afresh, as a stamp going back does (0 = never)", low=0.0, high=3600.0),
-    ParamSpec("qos.input_depth", 2, "subscription queue depth (sensor-data QoS)", low=1, high=100, read_only=True),
+    ParamSpec("qos.input_depth", 2, "subscription queue depth", low=1, high=100, read_only=True),
+    ParamSpec("qos.input_reliability", "auto", "fused/image subscription: auto = reliable when every publisher is, "
+              "best effort otherwise (followed as publishers come and go); reliable or best_effort fix it",
+              RELIABILITY_CHOICES, read_only=True),
     ParamSpec("qos.output_depth", 2, "publisher queue depth (reliable)", low=1, high=100, read_only=True),
     ParamSpec("diagnostics_period", 1.0, "seconds between /diagnostics messages", low=0.1, high=60.0,
               read_only=True),
@@ -128,14 +135,18 @@ class DetectorNode(Node):
         self.add_on_set_parameters_callback(self._on_set)
 
         self.lock = threading.Lock()  # guards counts, latencies, the tracker and the detector's thresholds
+        self.last_failure: tuple[float, str] | None = None
         self.counts = {"frames": 0, "processed": 0, "dropped_busy": 0, "bad_input": 0, "failed": 0, "boxes": 0,
                        "tracker_resets": 0}
         self.latencies: deque[float] = deque(maxlen=100)
         self.tracks = 0  # confirmed tracks after the latest frame
 
         out_qos = QoSProfile(depth=values["qos.output_depth"], reliability=ReliabilityPolicy.RELIABLE)
-        self.sub = self._subscribe_input(values["qos.input_depth"])
         self.pub_labels = None
+        try:
+            self.input = self._subscribe_input(values["qos.input_depth"], values["qos.input_reliability"])
+        except ValueError as exc:
+            raise StartupError(str(exc)) from exc
         if HAVE_VISION_MSGS:
             self.pub_det = self.create_publisher(Detection2DArray, "detections", out_qos)
             latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
@@ -147,20 +158,18 @@ class DetectorNode(Node):
         self.pub_image = self.create_publisher(Image, "detections/image", out_qos)
         self.pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         steady_timer(self, values["diagnostics_period"], self._publish_diagnostics)
-        self.worker = NewestWorker(self._detect, "dig2dig_detector_worker")
+        steady_timer(self, QOS_REFRESH_S, self.input.refresh)
+        self.worker = NewestWorker(self._detect, "dig2dig_detector_worker", on_error=self._failed)
         self.get_logger().info(
-            f"detecting on {self.sub.topic_name} → {self.pub_det.topic_name}, {self.pub_image.topic_name}: "
+            f"detecting on {self.input.topic} → {self.pub_det.topic_name}, {self.pub_image.topic_name}: "
             f"{len(self.detector.names)}-class YOLOv5 on {self.detector.device}, input {cfg.input_size}, "
             f"classes {cfg.classes or 'all'}, confidence {cfg.confidence}, iou {cfg.iou}; tracker min_hits "
             f"{self.tracker.cfg.min_hits}, max_age {self.tracker.cfg.max_age}"
             + ("" if HAVE_VISION_MSGS else " (vision_msgs not importable: JSON on detections/json)"))
 
-    def _subscribe_input(self, depth: int) -> Any:
-        """The fused/image subscription (sensor-data QoS with the given depth)."""
-        qos = QoSProfile(depth=depth, history=qos_profile_sensor_data.history,
-                         reliability=qos_profile_sensor_data.reliability,
-                         durability=qos_profile_sensor_data.durability)
-        return self.create_subscription(Image, "fused/image", self._on_image, qos)
+    def _subscribe_input(self, depth: int, reliability: str) -> MatchedInput:
+        """The fused/image subscription: its reliability follows the publishers (dig2dig_ros.ros.qos_match)."""
+        return MatchedInput(self, Image, "fused/image", self._on_image, depth, reliability, "fused")
 
     def _publish_label_info(self) -> None:
         """detections/label_info: the classes this node reports and its confidence threshold (latched)."""
@@ -216,8 +225,7 @@ class DetectorNode(Node):
                     self.counts["tracker_resets"] += 1
                 tracks = self.tracker.confirmed_count()
         except Exception as exc:  # noqa: BLE001 - one bad frame must not end the node
-            self._count("failed")
-            self.get_logger().error(f"detection failed: {exc}", throttle_duration_sec=5.0)
+            self._failed(exc, "detection failed")
             return
         if reset:
             self.get_logger().info(f"{reset}: tracker reset")
@@ -243,29 +251,43 @@ class DetectorNode(Node):
         with self.lock:
             self.counts[key] += 1
 
+    def _failed(self, exc: Exception, what: str = "publishing failed") -> None:
+        """A fault of ours (not of the frame): counted as failed, shown in /diagnostics, logged (throttled)."""
+        text = f"{what}: {exc}" if str(exc) else f"{what}: {type(exc).__name__}"
+        with self.lock:
+            self.counts["failed"] += 1
+            self.last_failure = (time.monotonic(), text)
+        self.get_logger().error(f"{text} (frame skipped)", throttle_duration_sec=5.0)
+
     def _publish_diagnostics(self) -> None:
         with self.lock:
             counts = {**self.counts, "confirmed_tracks": self.tracks}
             latency = float(np.mean(self.latencies)) if self.latencies else 0.0
+            failure = self.last_failure
         level, message = DiagnosticStatus.OK, f"running on {self.detector.device}"
+        causes = []
         if counts["failed"] or counts["bad_input"]:
-            level, message = DiagnosticStatus.WARN, "frames skipped (bad input or failed detection)"
-        values = {**counts, "latency_ms": 1000 * latency}
+            causes.append("frames skipped (bad input or failed detection)")
+        if failure is not None and time.monotonic() - failure[0] <= RECENT_S:
+            causes.append(failure[1])
+        lost = self.input.lost_since(time.monotonic() - RECENT_S)
+        if lost:
+            causes.append(self.input.loss_cause(lost, RECENT_S))
+            self.get_logger().warning(causes[-1], throttle_duration_sec=10.0)
+        if causes:
+            level, message = DiagnosticStatus.WARN, "; ".join(causes)
+        values = {**counts, "lost": self.input.lost, "latency_ms": 1000 * latency}
         self.pub_diag.publish(diagnostics(self, "detector", level, message, values))
 
     def stop(self) -> None:
         """Stop the worker thread (after the frame in progress)."""
-        self.worker.stop()
+        if not self.worker.stop(timeout=WORKER_STOP_S):
+            self.get_logger().error(f"the detector worker did not stop within {WORKER_STOP_S:.0f} s; abandoned")
 
 
 def to_bgr8(msg: Image) -> np.ndarray:
     """Any supported Image as (H,W,3) uint8 BGR (16-bit and float frames scaled from [0,1] to 8 bits)."""
-    arr = conversions.image_to_numpy(msg)
-    if arr.dtype == np.uint8:
-        return conversions.to_bgr(arr, msg.encoding)  # (H,W,3)
-    unit = conversions.to_unit_float(arr, msg.encoding)  # (H,W) or (H,W,3) in [0,1]
-    u8 = np.clip(np.rint(unit * 255.0), 0, 255).astype(np.uint8)
-    return np.repeat(u8[:, :, None], 3, axis=2) if u8.ndim == 2 else u8  # (H,W,3)
+    return conversions.to_bgr8(msg)  # (H,W,3); every camera encoding the fusion node takes
 
 
 def to_json_dict(dets: Detections, header: Any, shape: tuple[int, ...]) -> dict[str, Any]:

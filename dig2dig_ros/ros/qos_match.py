@@ -139,6 +139,14 @@ class MatchedInput:
                 f"(was {_NAMES[previous]}; {why})")
         return True
 
+    def destroy(self) -> None:
+        """Destroy the subscription (and the one it is replacing, if a switch is under way); losses stay counted."""
+        with self.lock:
+            subscriptions, self.subscription, self.retiring = (self.subscription, self.retiring), None, None
+        for subscription in subscriptions:
+            if subscription is not None:
+                self.node.destroy_subscription(subscription)
+
     @staticmethod
     def describe_publishers(offered: list[ReliabilityPolicy]) -> str:
         if not offered:
@@ -203,8 +211,8 @@ class MatchedInput:
         text += f"; frames {shape}, {size / 1e6:.1f} MB)" if size else ")"
         if self.reliability == ReliabilityPolicy.BEST_EFFORT and offered and \
                 all(r == ReliabilityPolicy.RELIABLE for r in offered):
-            return text + ": the publishers are reliable but this subscription is fixed best effort; set " \
-                          "qos.input_reliability to auto (or reliable)"
+            return text + ": the publishers are reliable but this subscription is fixed best effort; let it " \
+                          f"follow the publishers (qos.input_reliability auto, no {override_name(self.topic)})"
         large = size == 0 or size > STOCK_SEGMENT_BYTES
         cause = "frames larger than Fast DDS's stock 512 KB shared-memory segment, sent best effort, lose " \
                 "fragments" if large else "best-effort delivery drops frames under load"

@@ -53,8 +53,17 @@ class FrameSlot:
             return self._frame
 
     def latest(self) -> Frame | None:
+        """The newest frame (None before the first); counts as a read (see `unread_s`)."""
         self.last_read = time.monotonic()
         return self._frame
+
+    def peek(self) -> Frame | None:
+        """The newest frame without counting as a read: a status page must not keep a topic subscribed."""
+        return self._frame
+
+    def unread_s(self) -> float:
+        """Seconds since a reader last asked for a frame (`latest`, `wait_newer`); `peek` does not count."""
+        return time.monotonic() - self.last_read
 
     def wait_newer(self, seq: int, timeout: float) -> Frame | None:
         """The newest frame if its seq is above `seq`, waiting up to `timeout` s for one; else None."""

@@ -4,17 +4,22 @@
                                fusion node's counters from /diagnostics (refreshed every second)
     /stream?topic=/fused/image MJPEG (multipart/x-mixed-replace) of any image topic; 32FC1 maps as a colour map
     /snapshot?topic=...        one JPEG of the newest frame (headers X-Stamp: sec.nanosec, X-Frame-Id)
-    /status.json               the diagnostics and, per streamed topic, stamp, size and rate
+    /status.json               the diagnostics and, per watched topic, stamp, rate, frames, and messages lost in
+                               transport; reading it does not keep a topic subscribed
 
 Each stream runs in its own thread, reads its topic's newest-wins `FrameSlot` and sends at most `max_fps` frames
-per second; a slow browser skips frames, a vanished one ends its thread at the next write (socket timeout).
-Nothing a browser does reaches the producer of the frames.
+per second; a slow browser skips frames. A browser that closes its stream ends the thread within a second, also
+on a silent topic; one that stops reading ends it at the next write (socket timeout). At most `max_streams`
+streams run at once and at most `max_topics` topics beyond the page's own panels are subscribed (503 beyond
+either). Nothing a browser does reaches the producer of the frames.
 """
 
 from __future__ import annotations
 
 import html
 import json
+import select
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -27,6 +32,7 @@ from dig2dig_ros.view.frames import DiagnosticsBoard, FrameHub
 
 BOUNDARY = "dig2digframe"
 SEND_TIMEOUT_S = 10.0  # a browser that stops reading for this long loses its stream
+IDLE_CHECK_S = 1.0  # a stream waiting for a frame checks this often whether its browser has gone
 
 
 @dataclass(frozen=True)
@@ -50,7 +56,10 @@ class WebView:
     def __init__(self, hub: FrameHub, board: DiagnosticsBoard, host: str = "127.0.0.1", port: int = 8080,
                  max_fps: float = 15.0, quality: int = 80, panels: tuple[Panel, ...] = DEFAULT_PANELS,
                  resolve: Callable[[str], str] = lambda name: name, status_match: str = "dig2dig_fusion",
-                 title: str = "dig2dig live view") -> None:
+                 title: str = "dig2dig live view", max_streams: int = 16, max_topics: int = 8,
+                 transport: Callable[[], dict[str, dict[str, Any]]] = dict) -> None:
+        """`max_streams`: concurrent MJPEG streams; `max_topics`: topics served beyond the panels' (0: none);
+        `transport()`: per topic, what the node knows of its subscription (lost, reliability), for status.json."""
         self.hub, self.board = hub, board
         self.host, self.requested_port = host, port
         self.min_interval = 1.0 / max_fps if max_fps > 0 else 0.0
@@ -59,6 +68,11 @@ class WebView:
         self.resolve = resolve
         self.status_match = status_match
         self.title = title
+        self.max_streams, self.max_topics = int(max_streams), int(max_topics)
+        self.transport = transport
+        self.streams = 0  # MJPEG streams open now
+        self.refused = {"streams": 0, "topics": 0}  # requests answered 503 by a cap, since start
+        self._admit_lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
         self.running = False
@@ -84,18 +98,54 @@ class WebView:
         if self._thread is not None:
             self._thread.join(timeout=5)
 
+    # -- admission: the caps ----------------------------------------------------------------------------------
+    def panel_topics(self) -> set[str]:
+        return {self.resolve(p.topic) for p in self.panels}
+
+    def admit_topic(self, topic: str) -> str | None:
+        """Make `topic`'s slot (the node then subscribes to it), or say why not: over `max_topics`."""
+        with self._admit_lock:
+            if self.hub.existing(topic) is None and topic not in self.panel_topics():
+                extra = [t for t in self.hub.topics() if t not in self.panel_topics()]
+                if len(extra) >= self.max_topics:
+                    self.refused["topics"] += 1
+                    return (f"too many topics: {len(extra)} subscribed besides the page's panels "
+                            f"(max_topics={self.max_topics}); close a stream of another topic (its subscription "
+                            "ends once unread) or raise max_topics\n")
+            self.hub.slot(topic)
+        return None
+
+    def open_stream(self) -> str | None:
+        """Count one more stream, or say why not: `max_streams` are open."""
+        with self._admit_lock:
+            if self.streams >= self.max_streams:
+                self.refused["streams"] += 1
+                return (f"too many streams: {self.streams} open (max_streams={self.max_streams}); close a page "
+                        "or raise max_streams\n")
+            self.streams += 1
+        return None
+
+    def close_stream(self) -> None:
+        with self._admit_lock:
+            self.streams -= 1
+
     # -- content ----------------------------------------------------------------------------------------------
     def status(self) -> dict[str, Any]:
+        """Diagnostics, panels, and per topic what status.json shows; peeks only (keeps no topic subscribed)."""
+        transport = self.transport()
         topics = {}
         for topic, slot in self.hub.topics().items():
-            frame = slot.latest()
-            entry: dict[str, Any] = {"frames": frame.seq if frame else 0, "rate_hz": round(slot.rate_hz(), 2)}
+            frame = slot.peek()
+            entry: dict[str, Any] = {"frames": frame.seq if frame else 0, "rate_hz": round(slot.rate_hz(), 2),
+                                     **transport.get(topic, {})}
             if frame is not None:
                 entry["stamp"] = f"{frame.stamp_ns // 10**9}.{frame.stamp_ns % 10**9:09d}"
                 entry["frame_id"] = frame.frame_id
                 entry["age_s"] = round(time.monotonic() - frame.received, 2)
             topics[topic] = entry
         return {"diagnostics": self.board.snapshot(), "topics": topics, "status_match": self.status_match,
+                "streams": self.streams, "max_streams": self.max_streams, "max_topics": self.max_topics,
+                "refused": dict(self.refused),
                 "panels": [{"label": p.label, "topic": self.resolve(p.topic)} for p in self.panels]}
 
     def page(self) -> str:
@@ -140,7 +190,9 @@ class _Handler(BaseHTTPRequestHandler):
                     self._send(400, "text/plain", f"{exc}\n".encode())
                     return
                 if url.path == "/stream":
-                    self._stream(topic)
+                    self._admitted_stream(topic)
+                elif (refused := self.view.admit_topic(topic)) is not None:
+                    self._send(503, "text/plain", refused.encode())
                 else:
                     self._snapshot(topic, min(max(timeout, 0.0), 30.0))
             else:
@@ -171,6 +223,21 @@ class _Handler(BaseHTTPRequestHandler):
             return
         self._send(200, "image/jpeg", data, _frame_headers(frame))
 
+    def _admitted_stream(self, topic: str) -> None:
+        """The stream, or 503 with the reason when a cap (streams, then topics) is reached."""
+        refused = self.view.open_stream()
+        if refused is not None:
+            self._send(503, "text/plain", refused.encode())
+            return
+        try:
+            refused = self.view.admit_topic(topic)
+            if refused is not None:
+                self._send(503, "text/plain", refused.encode())
+            else:
+                self._stream(topic)
+        finally:
+            self.view.close_stream()
+
     def _stream(self, topic: str) -> None:
         slot = self.view.hub.slot(topic)
         self.send_response(200)
@@ -180,8 +247,10 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         seq, next_time = 0, 0.0
         while self.view.running:
-            frame = slot.wait_newer(seq, timeout=1.0)
+            frame = slot.wait_newer(seq, timeout=IDLE_CHECK_S)
             if frame is None:
+                if _peer_closed(self.connection):
+                    return  # the browser went away while the topic was silent
                 continue
             seq = frame.seq
             try:
@@ -196,6 +265,21 @@ class _Handler(BaseHTTPRequestHandler):
             delay = next_time - time.monotonic()
             if delay > 0:
                 time.sleep(delay)
+
+
+def _peer_closed(sock: socket.socket) -> bool:
+    """The browser closed (or reset) its end: readable with nothing to read. Never blocks."""
+    try:
+        poller = select.poll()  # not select.select: it fails on descriptors above 1023
+        poller.register(sock, select.POLLIN)
+        events = poller.poll(0)
+        if not events:
+            return False
+        if events[0][1] & (select.POLLHUP | select.POLLERR | select.POLLNVAL):
+            return True
+        return sock.recv(1, socket.MSG_PEEK) == b""
+    except (OSError, ValueError):
+        return True
 
 
 def _frame_headers(frame: Any) -> dict[str, str]:
@@ -219,7 +303,7 @@ main {{ display: grid; grid-template-columns: repeat(auto-fill, minmax(300px, 1f
 figure {{ margin: 0; background: #000; }}
 figure img {{ display: block; width: 100%; height: auto; min-height: 60px; image-rendering: auto; }}
 figcaption {{ padding: 3px 6px; background: #1f242a; font-size: 12px; }}
-figcaption code {{ color: #9ecbff; }} .stamp {{ color: #9aa3ad; display: block; }}
+figcaption code {{ color: #9ecbff; }} .stamp {{ color: #9aa3ad; display: block; }} .stamp.lossy {{ color: #ffb74d; }}
 details {{ margin: 0 8px 8px; }} table {{ border-collapse: collapse; font-size: 12px; }}
 td {{ padding: 1px 8px; border-bottom: 1px solid #2a3038; }}
 </style></head>
@@ -251,7 +335,9 @@ async function refresh() {{
     }}
     for (const el of document.querySelectorAll('.stamp')) {{
       const t = s.topics[el.dataset.topic];
-      el.textContent = t && t.stamp ? `stamp ${{t.stamp}} · ${{t.rate_hz}} Hz` : 'waiting for frames';
+      const lost = t && t.lost ? ` · lost ${{t.lost}} in transport` : '';
+      el.textContent = (t && t.stamp ? `stamp ${{t.stamp}} · ${{t.rate_hz}} Hz` : 'waiting for frames') + lost;
+      el.classList.toggle('lossy', Boolean(t && t.lost_recent));
     }}
     const rows = [];
     for (const [name, d] of Object.entries(s.diagnostics)) {{
