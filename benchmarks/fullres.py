@@ -4,9 +4,10 @@
 
 Budget (issue "Fusion that earns its cost"): the full-resolution step at 1280x1024 costs at most half of the
 DIG-15 sampler at 320 px. Prints the median of each and their ratio; the frame is a real LLVIP pair when
-../shared/data is there, else the shipped synthetic scene resized. The step (Fuser.to_input_size: for dig-blend
-the weights brought up to `fullres.solve_side`, the blend solved there, then the detail up to the input size) is
-timed as the median of working-size fusion plus step, minus the median of working-size fusion alone.
+../shared/data is there, else the shipped synthetic scene resized. Both come from the fuser's per-stage profile
+(Fuser.profile): working-size fusion is the `sample` stage (dig) or the `dig_weights` stage (dig-blend); the step
+is `to_solve_size` + `solve` + `detail` (for dig-blend the weights brought up to `fullres.solve_side`, the blend
+solved there, then the detail up to the input size).
 """
 
 from __future__ import annotations
@@ -38,14 +39,23 @@ def frame(size: tuple[int, int]) -> list[np.ndarray]:
     return [cv2.resize(img, size, interpolation=cv2.INTER_AREA) for img in pair]
 
 
-def median_ms(fn, repeats: int) -> float:
-    fn()  # warm-up
-    times = []
+WORKING = ("sample", "dig_weights")  # the stages at the working size
+STEP = ("to_solve_size", "solve", "detail")  # the full-resolution step
+
+
+def median_ms(fuser: Fuser, images: list[np.ndarray], repeats: int) -> tuple[float, float, float]:
+    """Median ms of working-size fusion, of the full-resolution step and of the whole frame."""
+    fuser(images)  # warm-up
+    rows = []
     for _ in range(repeats):
+        fuser.profile = {}
         start = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - start) * 1000)
-    return statistics.median(times)
+        fuser(images)
+        whole = (time.perf_counter() - start) * 1000
+        rows.append((sum(fuser.profile.get(s, 0.0) for s in WORKING) * 1000,
+                     sum(fuser.profile.get(s, 0.0) for s in STEP) * 1000, whole))
+    fuser.profile = None
+    return tuple(statistics.median(column) for column in zip(*rows, strict=True))
 
 
 def main() -> int:
@@ -61,13 +71,7 @@ def main() -> int:
     rows = []
     for method in ("dig", "dig-blend"):
         fuser = Fuser(with_overrides(FusionConfig(), {"max_side": args.working_size, "method": method}), device="cpu")
-        prep = fuser.prepare(images)
-        here = not fuser.blends_in_step(prep)  # dig-blend solves its blend in the step, at fullres.solve_side
-        sampler = median_ms(lambda f=fuser, p=prep, s=here: f.fuse_luminance(p.small, solve=s), args.repeats)
-        step = median_ms(lambda f=fuser, p=prep, s=here: f.to_input_size(p, f.fuse_luminance(p.small, solve=s)),
-                         args.repeats) - sampler
-        whole = median_ms(lambda f=fuser: f(images), args.repeats)
-        rows.append((method, sampler, step, whole))
+        rows.append((method, *median_ms(fuser, images, args.repeats)))
     print(f"{w}x{h} input, working size {args.working_size}, {args.threads} threads, median of {args.repeats}")
     print(f"{'method':<10} {'fusion at working size ms':>26} {'full-resolution step ms':>24} "
           f"{'step / DIG-15':>14} {'whole frame ms':>15}")

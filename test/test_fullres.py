@@ -231,7 +231,7 @@ def test_the_fusers_full_resolution_step_is_the_one_these_tests_run():
     prep = fuser.prepare(list(sources))
     small = fuser.fuse_luminance(prep.small)
     fused, weights = reconstruct(small.luminance, small.weights, prep.sources, FullResConfig(), prep.small, prep.noise)
-    out = fuser.to_input_size(prep, small)
+    out = fuser.fuse_input_size(prep)  # the sampler's stage, then the detail
     np.testing.assert_array_equal(out.luminance, fused)  # FullResConfig's defaults are the shipped step's
     np.testing.assert_array_equal(out.weights, weights)
 

@@ -118,7 +118,7 @@ def test_dig_blend_probe_timestep_is_a_setting_scaled_to_the_priors_schedule():
 @pytest.mark.parametrize("stop_at,stage,calls,blends,details", [
     (1, "the DIG weights", 0, 0, 0), (2, "the blend", 1, 0, 0), (3, "the full-resolution step", 1, 1, 0)])
 def test_dig_blend_stops_between_its_stages(monkeypatch, max_side, stop_at, stage, calls, blends, details):
-    from dig2dig_ros.core import fullres
+    from dig2dig_ros.core import fullres, stages
     from dig2dig_ros.core.fusion import FusionCancelled
 
     prior = _Recording()
@@ -131,7 +131,7 @@ def test_dig_blend_stops_between_its_stages(monkeypatch, max_side, stop_at, stag
             return fn(*args, **kwargs)
         return wrapper
 
-    monkeypatch.setattr(fuser, "_blend_target", counted("blend", fuser._blend_target))
+    monkeypatch.setattr(stages, "blend_target", counted("blend", stages.blend_target))
     monkeypatch.setattr(fullres, "reconstruct", counted("detail", fullres.reconstruct))
     asked = []
 

@@ -13,6 +13,9 @@ Then the fused luminance is blended with the previous output carried along the m
 two agree. A frame is fused on its own instead for the first frame, after a time jump (stamps going back, or a gap
 longer than `video.max_gap`), when the scene changed too much (mean absolute change of the sources at the
 working size above `video.max_change`), and when the working size or settings changed.
+
+The frame runs the fuser's stages by name (stages.py): prepare, then ``flow`` (the motion to the last frame),
+the method's stages up to the detail, ``stabilise``, and ``compose``; ``Fuser.profile`` times each.
 """
 
 from __future__ import annotations
@@ -79,28 +82,29 @@ class VideoFuser:
             self.last_reason = "video mode off for this method" if cfg.enabled else "video mode off"
             return fuser(images, valid, should_stop)
         start = time.perf_counter()
+        timer = fuser.timer()
         prep = fuser.prepare(images, valid)
         reason = self.cold_reason(prep.small, stamp)
         state = self.state
-        guide = temporal.flow_guide(prep.sources)
+        guide = timer("flow", temporal.flow_guide, prep.sources)
         coords = None  # where each pixel of this frame was in the last one
         if reason is None and state.guide.shape == guide.shape:
-            coords = self.motion.coordinates(guide, state.guide)
+            coords = timer("flow", self.motion.coordinates, guide, state.guide)
         warm, since = None, 0
         if reason is None and fuser.config.method == "dig-blend":
             since = state.since_measure + 1
             measure = since >= cfg.dig_every
             gain = state.result.gain
             if coords is not None and not measure:  # the gain moves with the scene (a walking person's weight)
-                gain = temporal.warp_small(gain, *coords, prep.small.shape[1:])
+                gain = timer("flow", temporal.warp_small, gain, *coords, prep.small.shape[1:])
             warm = WarmStart(gain=gain, measure=measure)
             since = 0 if measure else since
         elif reason is None:
             warm = WarmStart(sample=state.result.sample, start=min(cfg.start_step, len(fuser.timesteps) - 1))
         result = fuser.fuse_input_size(prep, should_stop, warm)
         if coords is not None and cfg.temporal_strength > 0:
-            result.luminance = temporal.stabilise(result.luminance, state.result.luminance, *coords,
-                                                  cfg.temporal_strength, cfg.temporal_sigma)
+            result.luminance = timer("stabilise", temporal.stabilise, result.luminance, state.result.luminance,
+                                     *coords, cfg.temporal_strength, cfg.temporal_sigma)
         result.fused = fuser.compose(prep, result.luminance, result.weights)  # once, after the stabilisation
         self.last_reason = reason or "warm"
         self.state = VideoState(stamp, prep.small, result, guide, since)
