@@ -2,8 +2,9 @@
 
     OMP_NUM_THREADS=2 .venv/bin/python benchmarks/registration.py [--data ../shared/data] [--split held-out]
 
-On LLVIP pairs (aligned by the dataset; split rule of data_splits/prior_validation.txt: sorted stems, index
-% 5 == 2 is held out, the rest is for tuning), all pairs of the split estimated jointly:
+On LLVIP pairs (aligned by the dataset; split rule of scripts/make_evaluation.py: sorted stems, index % 5 == 2
+is held out (data_splits/prior_validation.txt), index % 5 == 0 is for tuning), all pairs of the split estimated
+jointly:
   - aligned: the estimate against the identity (the pairs' own alignment is good to a few px);
   - known warps G of the infrared: the estimate against (aligned estimate) ∘ G⁻¹, so the pairs' own
     misalignment cancels; error = mean and worst distance over a 5×5 grid of infrared pixels, visible px;
@@ -54,9 +55,10 @@ def known_warps(size: tuple[int, int] = FULL) -> dict[str, tuple[np.ndarray, tup
 
 
 def split_stems(folder: Path, split: str) -> list[str]:
+    """The pair stems of a split (scripts/make_evaluation.py's rule): sorted, held-out index % 5 == 2, tuning
+    index % 5 == 0."""
     stems = sorted(p.stem for p in (folder / "ir").iterdir())
-    held = [s for i, s in enumerate(stems) if i % 5 == 2]
-    return held if split == "held-out" else [s for s in stems if s not in held]
+    return [s for i, s in enumerate(stems) if i % 5 == (2 if split == "held-out" else 0)]
 
 
 def load(folder: Path, stems: list[str]) -> list[tuple[np.ndarray, np.ndarray]]:

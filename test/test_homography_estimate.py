@@ -119,6 +119,19 @@ def test_llvip_known_warps_compose_with_the_aligned_estimate(shared_data):
     assert mean < 2.0 and worst < 5.0, (mean, worst)
 
 
+def test_llvip_aligned_pairs_of_a_well_aligned_view_stay_near_the_identity(shared_data):
+    # 200002 and 200007 (held-out, one view): the dataset's own alignment there is good to about 3 px (median
+    # shift of edge tiles 3.0 and 3.8 px, the 2.9 px), so the estimate must land within 5 px mean of the
+    # identity. (The 0100xx view is off by 5-8 px in the dataset itself; see docs/ROBOT.md.)
+    folder = shared_data / "vif" / "llvip"
+    pairs = [(cv2.imread(str(folder / "ir" / f"{s}.jpg")), cv2.imread(str(folder / "vis" / f"{s}.jpg")))
+             for s in ("200002", "200007")]
+    est = estimate_from_pairs(pairs)
+    check_quality(est)
+    mean, worst = grid_error(est.h, np.eye(3), (1024, 1280))
+    assert mean < 5.0 and worst < 16.0, (mean, worst)
+
+
 def test_llvip_infrared_with_other_scenes_is_refused(shared_data):
     pairs = llvip_pairs(shared_data)
     others = sorted((shared_data / "vif" / "roadscene" / "vis").iterdir())[:len(pairs)]

@@ -44,12 +44,15 @@ class EstimateSettings:
     """What the estimator searches and when it refuses (defaults chosen on the LLVIP tuning pairs)."""
 
     coarse_side: int = 160  # long side (px) of the visible maps in the coarse search
-    levels: tuple[int, ...] = (320, 640)  # long side of the visible maps per ECC level (last: homography)
+    levels: tuple[int, ...] = (320, 512)  # long side of the visible maps per ECC level (last: homography)
     scale_span: float = 2.0  # scales searched: [s0 / span, s0 * span]
     rotation_deg: float = 6.0  # rotations searched: ± this
     shift_fraction: float = 0.25  # shifts searched: ± this fraction of the visible frame, about the centre
-    coarse_pairs: int = 8  # pairs used in the coarse search (spread over the list)
+    coarse_pairs: int = 6  # pairs used in the coarse search (spread over the list)
     ecc_iterations: int = 60
+    ecc_eps: float = 1e-4  # ECC stops when the correlation gains less than this
+    coarse_scale_step: float = 0.06  # log-scale step of the coarse grid (the finer grid: a quarter of it)
+    coarse_rotation_step: float = 2.0  # degrees (the finer grid: a quarter of it)
     max_pairs: int = 12  # pairs refined (spread over the list); quality is reported for these
     min_correlation: float = 0.25  # refuse below: median ECC correlation of the inlier pairs
     min_inlier_fraction: float = 0.5  # refuse below: pairs that agree with the joint estimate
@@ -91,7 +94,11 @@ def structure_map(img: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     Gradient magnitude over its local mean (plus half the global mean, so flat noise stays low), clipped at 4
     and smoothed; a flat image gives all zeros.
     """
-    gray = imaging.split_luma(img)[0]  # (H,W) float32 [0,1]
+    return _structure(imaging.split_luma(img)[0], size)
+
+
+def _structure(gray: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """:func:`structure_map` of a luminance image (H,W) float32 [0,1]."""
     height, width = size
     interp = cv2.INTER_AREA if width < gray.shape[1] else cv2.INTER_LINEAR
     gray = cv2.resize(gray, (width, height), interpolation=interp)
@@ -178,12 +185,15 @@ class _Pair:
     def __init__(self, name: str, ir: np.ndarray, vis: np.ndarray) -> None:
         self.name, self.ir, self.vis = name, ir, vis
         self.ir_size, self.vis_size = ir.shape[:2], vis.shape[:2]
+        self._gray: dict[str, np.ndarray] = {}  # luminance (H,W) float32, converted once
         self._maps: dict[tuple[str, tuple[int, int]], np.ndarray] = {}
 
     def map(self, which: str, size: tuple[int, int]) -> np.ndarray:
         key = (which, size)
         if key not in self._maps:
-            self._maps[key] = structure_map(self.ir if which == "ir" else self.vis, size)
+            if which not in self._gray:
+                self._gray[which] = imaging.split_luma(self.ir if which == "ir" else self.vis)[0]
+            self._maps[key] = _structure(self._gray[which], size)
         return self._maps[key]
 
 
@@ -233,14 +243,15 @@ def _coarse(pairs: list[_Pair], h0: np.ndarray, st: EstimateSettings) -> tuple[n
 
     results = []
     ln_span = math.log(st.scale_span)
-    for ls in np.arange(-ln_span, ln_span + 1e-9, 0.06):
-        for deg in np.arange(-st.rotation_deg, st.rotation_deg + 1e-9, 2.0):
+    ds, dr = st.coarse_scale_step, st.coarse_rotation_step
+    for ls in np.arange(-ln_span, ln_span + 1e-9, ds):
+        for deg in np.arange(-st.rotation_deg, st.rotation_deg + 1e-9, dr):
             results.append((*score(s0 * math.exp(ls), deg), s0 * math.exp(ls), deg))
     results.sort(key=lambda r: -r[0])
     fine = list(results[:1])
     for _, _, scale, deg in results[:3]:
-        for ls in (-0.03, -0.015, 0.0, 0.015, 0.03):
-            for dd in (-1.0, -0.5, 0.0, 0.5, 1.0):
+        for ls in np.array([-2, -1, 0, 1, 2]) * ds / 4:
+            for dd in np.array([-2, -1, 0, 1, 2]) * dr / 4:
                 fine.append((*score(scale * math.exp(ls), deg + dd), scale * math.exp(ls), deg + dd))
     best, shift, scale, deg = max(fine, key=lambda r: r[0])
     h = similarity(ir_size, vis_size, scale, deg, (base_shift[0] + shift[0], base_shift[1] + shift[1]))
@@ -259,7 +270,8 @@ def _subpixel(surface: np.ndarray, iy: int, ix: int) -> tuple[float, float]:
     return dy, dx
 
 
-def _ecc(pair: _Pair, h: np.ndarray, long_side: int, motion: int, iterations: int) -> tuple[np.ndarray, float]:
+def _ecc(pair: _Pair, h: np.ndarray, long_side: int, motion: int, iterations: int, eps: float = 1e-5
+         ) -> tuple[np.ndarray, float]:
     """One pair's ECC refinement of h (full resolution) at one level; (h, correlation), correlation 0 when
     ECC fails (then h is returned unchanged)."""
     vsz = level_size(pair.vis_size, long_side)
@@ -272,7 +284,7 @@ def _ecc(pair: _Pair, h: np.ndarray, long_side: int, motion: int, iterations: in
     hl = sv @ h @ np.linalg.inv(si)
     hl = hl / hl[2, 2]
     warp = (hl if motion == cv2.MOTION_HOMOGRAPHY else hl[:2]).astype(np.float32)
-    criteria = (cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, iterations, 1e-5)
+    criteria = (cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, iterations, eps)
     try:
         rho, warp = cv2.findTransformECC(template, target, warp, motion, criteria, None, 1)
     except cv2.error:
@@ -346,15 +358,12 @@ def estimate_from_pairs(
     coarse_items = [items[i] for i in spread(len(items), st.coarse_pairs)]
     h, coarse_score = _coarse(coarse_items, h0, st)
     rho = np.zeros(len(items))
-    resid = np.zeros(len(items))
-    inlier = np.zeros(len(items), bool)
-    rho = np.zeros(len(items))
     resid = np.full(len(items), np.inf)
     inlier = np.zeros(len(items), bool)
     levels = sorted({min(side, max(vis_size)) for side in st.levels})  # never above the visible resolution
     for level, long_side in enumerate(levels):
         motion = cv2.MOTION_AFFINE if level < len(levels) - 1 else cv2.MOTION_HOMOGRAPHY
-        results = [_ecc(p, h, long_side, motion, st.ecc_iterations) for p in items]
+        results = [_ecc(p, h, long_side, motion, st.ecc_iterations, st.ecc_eps) for p in items]
         rho = np.array([r[1] for r in results])
         if not (rho > 0).any():
             break
