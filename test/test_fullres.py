@@ -1,5 +1,7 @@
 """The full-resolution step: weights along the sources' edges, detail from the sources, noise shrinkage."""
 
+import math
+
 import cv2
 import numpy as np
 import pytest
@@ -245,3 +247,12 @@ def test_the_noise_estimate_of_8_bit_frames_follows_the_noise_between_the_8_bit_
         estimates.append(noise_sigma(frame.astype(np.float32) / 255) * 255)
         assert abs(estimates[-1] - grey) < 0.15  # a plain median reads 2.22 at 2.0 to 2.5 and 2.97 at 2.75 to 3.0
     assert np.all(np.diff(estimates) > 0)  # ... and never moves in between
+
+
+def test_the_8_bit_noise_estimate_is_finite_when_the_median_falls_between_two_steps():
+    # A 2x4 8-bit frame whose two diagonal Haar coefficients are 2 and 3 steps (of 1/510): the median is 2.5 steps,
+    # which no coefficient equals. Donoho's estimate is then 2.5/510/0.6745 less the rounding's share.
+    x = np.zeros((2, 4), np.float32)
+    x[1, 1], x[1, 3] = 2 / 255, 3 / 255  # |a - b - c + d| / 2 = 1 and 1.5 grey levels = 2 and 3 steps of 1/510
+    expected = math.sqrt((2.5 / 510 / 0.6745) ** 2 - 1 / 12 / 255**2)
+    assert math.isfinite(noise_sigma(x)) and abs(noise_sigma(x) - expected) < 1e-6

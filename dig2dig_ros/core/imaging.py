@@ -140,8 +140,11 @@ def noise_sigma(x: np.ndarray) -> float:
         return float(np.median(band)) * MAD_TO_SIGMA
     median = float(np.median(whole))
     below, at = np.count_nonzero(whole < median), np.count_nonzero(whole == median)
-    low, width = (0.0, 0.5) if median == 0 else (median - 0.5, 1.0)  # the values that round to `median`
-    sigma = (low + (whole.size / 2 - below) / at * width) / 510.0 * MAD_TO_SIGMA
+    if at == 0:  # an even count whose two middle values differ: the median lies between two steps
+        sigma = median / 510.0 * MAD_TO_SIGMA
+    else:
+        low, width = (0.0, 0.5) if median == 0 else (median - 0.5, 1.0)  # the values that round to `median`
+        sigma = (low + (whole.size / 2 - below) / at * width) / 510.0 * MAD_TO_SIGMA
     return math.sqrt(max(0.0, sigma**2 - ROUNDING_VARIANCE_8BIT))
 
 
