@@ -111,6 +111,8 @@ METHODS: dict[str, tuple[Callable[[Setup], FrameFn], str]] = {
     "dig": (_per_frame("dig"), "the DIG-15 sampler, each frame from noise"),
     "dig-blend-video": (_video_mode("dig-blend"), "the default in video mode: DIG measured every `video.dig_every` "
                         "frames, its gain reused between; output stabilised against the previous one (temporal.py)"),
+    "dig-blend-video-unbounded": (_video_mode("dig-blend", **{"video.source_bound": False}),
+                                  "ablation: the default in video mode with the blend alone (no source bound)"),
     "dig-blend-video-unstabilised": (_video_mode("dig-blend", **{"video.temporal_strength": 0.0}),
                                      "ablation: the default in video mode without the stabilisation"),
     "dig-video": (_video_mode("dig"), "the DIG-15 sampler in video mode: warm start from the previous fused frame, "
@@ -121,7 +123,8 @@ METHODS: dict[str, tuple[Callable[[Setup], FrameFn], str]] = {
     "average": (_per_frame("average"), "pixel average"),
     "gff": (_per_frame("gff"), "guided-filter fusion (classical)"),
 }
-DEFAULT_METHODS = ("dig-blend,dig-blend-video,dig-blend-video-unstabilised,dig,dig-video,dig-video-unstabilised,"
+DEFAULT_METHODS = ("dig-blend,dig-blend-video,dig-blend-video-unbounded,dig-blend-video-unstabilised,dig,dig-video,"
+                   "dig-video-unstabilised,"
                    "static,average,gff")
 
 

@@ -211,3 +211,55 @@ def test_a_cancelled_dig_blend_frame_raises_and_leaves_the_sequence_as_it_was():
     assert video.state is state  # the next frame still starts from frame 0
     video(list(frames[2]), stamp=0.08, should_stop=lambda: False)
     assert video.last_reason == "warm"
+
+
+def test_the_source_bound_keeps_a_flickering_fusion_within_its_sources_change():
+    # a still scene: the sources change only by their noise (σ 0.005), while the fusion's own choice flips a
+    # textured patch by ±0.1 every frame (an edge taken from one source, then the other)
+    rng = np.random.default_rng(4)
+    scene = rng.random((2, 32, 48)).astype(np.float32) * 0.5 + 0.25
+    still_x, still_y = np.meshgrid(np.arange(48, dtype=np.float32), np.arange(32, dtype=np.float32))
+    pattern = np.sign(rng.normal(size=(32, 48))).astype(np.float32) * 0.1
+    fused = {False: [], True: []}
+    sources = [scene + rng.normal(0, 0.005, scene.shape).astype(np.float32) for _ in range(8)]
+    for bound in (False, True):
+        out = 0.5 * sources[0].sum(0)
+        for t in range(1, 8):
+            own = 0.5 * sources[t].sum(0) + (pattern if t % 2 else -pattern)  # (H,W) the frame's own fusion
+            b = temporal.source_change(sources[t], sources[t - 1], still_x, still_y) if bound else None
+            out = temporal.stabilise(own, out, still_x, still_y, 0.3, 0.03, b)
+            fused[bound].append(out)
+    change = {k: float(np.mean([np.abs(x - y).mean() for x, y in zip(v[1:], v[:-1], strict=True)]))
+              for k, v in fused.items()}
+    yardstick = float(np.mean([np.abs(x - y).mean() for x, y in zip(sources[2:], sources[1:-1], strict=True)]))
+    assert change[False] > 10 * yardstick  # the blend alone passes most of the flip (σ 0.03 < 0.2) ...
+    assert change[True] <= yardstick  # ... the bound holds the output to the sources' mean change
+
+
+def test_the_source_bound_lets_a_target_moving_in_one_camera_through():
+    frames = _walking_target(n=6)
+    video = _blend_video(dig_every=1)
+    for i, frame in enumerate(frames):
+        out = video(list(frame), stamp=i * 0.04)
+    fresh = video.fuser(list(frames[-1])).luminance
+    now, before = (slice(18, 30), slice(32, 40)), (slice(18, 30), slice(10, 20))  # square at x 30..46 now
+    contrast = fresh[now].mean() - fresh[before].mean()
+    assert contrast > 0.3
+    # measured 0.006 and 0.011 against a contrast of 0.5: no trail where the square has been
+    assert np.abs(out.luminance - fresh)[now].mean() < 0.05 * contrast
+    assert np.abs(out.luminance - fresh)[before].mean() < 0.05 * contrast
+
+
+def test_source_change_is_the_mean_change_and_a_lone_mover_in_full():
+    rng = np.random.default_rng(2)
+    previous = rng.normal(0.5, 0.01, (2, 32, 32)).astype(np.float32)  # two sources with noise σ 0.01
+    current = rng.normal(0.5, 0.01, (2, 32, 32)).astype(np.float32)
+    current[0, 8:16, 8:16] = 0.9  # source 0 alone changed here, far beyond its noise
+    still_x, still_y = np.meshgrid(np.arange(32, dtype=np.float32), np.arange(32, dtype=np.float32))
+    bound = temporal.source_change(current, previous, still_x, still_y)
+    own = np.abs(current - previous)  # no motion: D_k by hand
+    np.testing.assert_allclose(bound[8:16, 8:16], own[0, 8:16, 8:16], rtol=1e-6)
+    quiet = np.ones((32, 32), bool)
+    quiet[8:16, 8:16] = False
+    lone = (own > 3 * np.median(own.reshape(2, -1), axis=1)[:, None, None] / 0.6745).sum(0) == 1
+    np.testing.assert_allclose(bound[quiet & ~lone], own.mean(0)[quiet & ~lone], rtol=1e-6)

@@ -100,6 +100,8 @@ class VideoConfig:
     dig_every: int = 4  # dig-blend: frames per DIG measurement (one prior call); the frames between reuse its gain
     temporal_strength: float = 0.3  # a: share of the motion-compensated previous output kept (0: off)
     temporal_sigma: float = 0.03  # σ: output difference ([0,1]) beyond which the new frame wins (moving, changed)
+    source_bound: bool = True  # the output changes along the motion by no more than its sources' mean change
+    # there, a source that alone moved in full (temporal.py; docs/VIDEO.md); off: the blend alone
     max_change: float = 0.08  # mean absolute change of the sources ([0,1]) above which a frame runs in full
     max_gap: float = 5.0  # seconds between stamps above which a frame runs in full (0: no limit); longer than a
     # slow frame, since a busy node skips the pairs in between

@@ -1,17 +1,32 @@
 """Temporal stabilisation of a fused video: the previous fused frame, carried along the motion, where it agrees.
 
 Per-frame fusion chooses, per pixel, whose edges and detail to keep; when two sources are close, that choice
-can flip between frames and the fused video flickers more than either source. Video mode blends each new fused
-frame with the previous *output*, warped to the current frame by optical flow, in the spirit of the
-motion-compensated recursive filter of Dubois & Sabri (IEEE Trans. Commun. 1984):
+can flip between frames, and the maxabs edge choice keeps the stronger of two sources' noise gradients, so the
+fused video changes more between frames than either source does (M3SVD: 1.46 times their mean warping error,
+docs/VIDEO.md). Video mode corrects each new fused frame Y_t against the previous *output* carried to the current
+frame by optical flow, P = warp(F_{t−1}), in two steps:
 
-    F_t = Y_t + a · g · (warp(F_{t−1}) − Y_t),   g = exp(−(|warp(F_{t−1}) − Y_t| / σ)²)
+1. **Source bound.** Along the same flow each source changed by D_k = |c_k,t − warp(c_k,t−1)| at each pixel; the
+   fused frame may change by no more than the sources' mean change there, b = (1/K)·Σ_k D_k:
 
-with Y_t the frame's own fused luminance, a the strength and σ the difference (grey levels of [0,1]) beyond which
-the two are taken to disagree (a moving or changed region: the new frame wins). Pixels whose flow points
-outside the previous frame are not blended. The flow (DIS, Kroeger et al. ECCV 2016) is measured on the mean
-of the sources' luminance, so no single camera decides it. The same flow carries working-size maps (a reused
-DIG gain) to the current frame (:func:`warp_small`).
+       Y'_t = P + clip(Y_t − P, −b, b)
+
+   This is the flicker ratio's own yardstick (flicker.py: the fused warping error over the sources' mean), so the
+   fused video cannot change more than its sources do. Real motion passes: where the flow misses a moving object
+   or the scene changes, the sources change too, b is large, and the new frame's content goes through; where
+   the sources are still (up to their noise), what only the fusion changed (an edge choice or a weight that
+   flipped, the chosen source's noise amplified) is held back.
+2. **Recursive blend**, in the spirit of the motion-compensated recursive filter of Dubois & Sabri (IEEE Trans.
+   Commun. 1984):
+
+       F_t = Y'_t + a · g · (P − Y'_t),   g = exp(−(|P − Y'_t| / σ)²)
+
+   with a the strength and σ the difference (grey levels of [0,1]) beyond which the two are taken to disagree
+   (a moving or changed region: the new frame wins).
+
+Pixels whose flow points outside the previous frame keep Y_t. The flow (DIS, Kroeger et al. ECCV 2016, `fast`
+preset) is measured on the mean of the sources' luminance, so no single camera decides it. The same flow carries
+working-size maps (a reused DIG gain) to the current frame (:func:`warp_small`).
 """
 
 from __future__ import annotations
@@ -20,6 +35,12 @@ import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+FLOW_PRESET = cv2.DISOPTICAL_FLOW_PRESET_FAST  # ultrafast: 2 ms less per 640x480 frame, M3SVD flicker 0.03 higher
+
+
+MOTION_SIGMAS = 3.0  # a source's change beyond this many of its noise σ is motion (or a real change), not noise
+MEDIAN_STRIDE = 4  # the noise σ from every 4th pixel each way
 
 
 def flow_guide(sources: np.ndarray) -> np.ndarray:
@@ -31,7 +52,7 @@ class MotionCompensator:
     """Backward flow between consecutive guides and warping of the previous frame along it."""
 
     def __init__(self) -> None:
-        self._dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST)
+        self._dis = cv2.DISOpticalFlow_create(FLOW_PRESET)
         self._grid: tuple[np.ndarray, np.ndarray] | None = None  # pixel coordinates (H,W) each, kept per size
 
     def coordinates(self, current: np.ndarray, previous: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -44,17 +65,44 @@ class MotionCompensator:
         return xs + flow[..., 0], ys + flow[..., 1]
 
 
+def _warp(image: np.ndarray, map_x: np.ndarray, map_y: np.ndarray) -> np.ndarray:
+    """image (H,W) sampled bilinearly at (map_x, map_y) (H,W); outside the frame: replicated border."""
+    return cv2.remap(image.astype(np.float32, copy=False), map_x, map_y, cv2.INTER_LINEAR,
+                     borderMode=cv2.BORDER_REPLICATE)
+
+
+def source_change(sources: np.ndarray, previous: np.ndarray, map_x: np.ndarray, map_y: np.ndarray) -> np.ndarray:
+    """b (H,W): how much the output may change at each pixel, from this frame's sources (K,H,W) and the last
+    frame's (K,H,W), both in [0,1], the last ones sampled at (map_x, map_y).
+
+    With D_k = |c_k,t − warp(c_k,t−1)|: b = (1/K)·Σ_k D_k, the sources' mean change; but where exactly one source
+    changed by more than its noise (D_k > z·s_k, s_k the robust σ of D_k over the frame, median/0.6745, z =
+    :data:`MOTION_SIGMAS`) and the others did not, b = that source's D_k: an object that moves in one camera
+    only (a warm person in the dark) is followed at once instead of leaving half of itself behind.
+    """
+    change = np.stack([np.abs(now - _warp(before, map_x, map_y)) for now, before in zip(sources, previous,
+                                                                                          strict=True)])  # (K,H,W)
+    sigma = np.array([np.median(d[::MEDIAN_STRIDE, ::MEDIAN_STRIDE]) / 0.6745 for d in change], np.float32)
+    moved = change > MOTION_SIGMAS * sigma[:, None, None]  # (K,H,W) beyond the noise: most pixels are still
+    alone = moved.sum(0) == 1  # (H,W)
+    return np.where(alone, change.max(0), change.mean(0)).astype(np.float32, copy=False)
+
+
 def stabilise(current: np.ndarray, previous: np.ndarray, map_x: np.ndarray, map_y: np.ndarray,
-              strength: float, sigma: float) -> np.ndarray:
+              strength: float, sigma: float, bound: np.ndarray | None = None) -> np.ndarray:
     """F_t from this frame's fused luminance ``current`` (H,W) and the previous output ``previous`` (H,W), both
-    float32 in [0,1], with the previous frame sampled at (map_x, map_y) (:meth:`MotionCompensator.coordinates`)."""
+    float32 in [0,1], with the previous frame sampled at (map_x, map_y) (:meth:`MotionCompensator.coordinates`).
+
+    ``bound`` (H,W): the most the output may change from the carried previous output at each pixel
+    (:func:`source_change`), applied before the blend; None: no bound.
+    """
     h, w = current.shape
-    warped = cv2.remap(previous.astype(np.float32), map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-    difference = warped - current  # (H,W)
-    gain = strength * np.exp(-np.square(difference / sigma))
+    warped = _warp(previous, map_x, map_y)
+    held = current if bound is None else warped + np.clip(current - warped, -bound, bound)  # (H,W) Y'_t
+    difference = warped - held  # (H,W)
+    out = held + (strength * np.exp(-np.square(difference / sigma))) * difference
     inside = (map_x >= 0) & (map_x <= w - 1) & (map_y >= 0) & (map_y <= h - 1)
-    out = current + np.where(inside, gain, 0.0).astype(np.float32) * difference
-    return np.clip(out, 0.0, 1.0).astype(np.float32, copy=False)
+    return np.clip(np.where(inside, out, current), 0.0, 1.0).astype(np.float32, copy=False)
 
 
 def warp_small(maps: torch.Tensor, map_x: np.ndarray, map_y: np.ndarray, size: tuple[int, int]) -> torch.Tensor:

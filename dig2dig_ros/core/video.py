@@ -9,10 +9,11 @@ A camera delivers a sequence, not independent pairs. What a frame takes from the
   frames between, carried along the optical flow (so a walking person keeps the infrared's weight) and refined
   along the current frame's sources.
 
-Then the fused luminance is blended with the previous output carried along the motion (temporal.py), where the
-two agree. A frame is fused on its own instead for the first frame, after a time jump (stamps going back, or a gap
-longer than `video.max_gap`), when the scene changed too much (mean absolute change of the sources at the
-working size above `video.max_change`), and when the working size or settings changed.
+Then the fused luminance is stabilised against the previous output carried along the motion (temporal.py): it
+changes by no more than its sources changed there (``video.source_bound``), and is blended with the previous
+output where the two agree. A frame is fused on its own instead for the first frame, after a time jump (stamps
+going back, or a gap longer than `video.max_gap`), when the scene changed too much (mean absolute change of the
+sources at the working size above `video.max_change`), and when the working size or settings changed.
 
 The frame runs the fuser's stages by name (stages.py): prepare, then ``flow`` (the motion to the last frame),
 the method's stages up to the detail, ``stabilise``, and ``compose``; ``Fuser.profile`` times each.
@@ -38,6 +39,7 @@ class VideoState:
     small: np.ndarray  # (K,h,w) the sources at the working size
     result: FusionResult  # its luminance is the published (stabilised) one
     guide: np.ndarray  # (H,W) uint8 the frame the flow is measured on
+    sources: np.ndarray  # (K,H,W) the sources' luminance at the input size (the stabilisation's bound)
     since_measure: int = 0  # dig-blend: frames since DIG was last measured
 
 
@@ -72,6 +74,17 @@ class VideoFuser:
             return f"scene changed (mean change {change:.3f} > {cfg.max_change})"
         return None
 
+    def _stabilise(self, luminance: np.ndarray, sources: np.ndarray,
+                   coords: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+        """This frame's fused luminance (H,W) stabilised against the last output, for its sources (K,H,W) and the
+        motion ``coords`` to the last frame (temporal.stabilise)."""
+        cfg, state = self.fuser.config.video, self.state
+        bound = None
+        if cfg.source_bound and state.sources.shape == sources.shape:
+            bound = temporal.source_change(sources, state.sources, *coords)
+        return temporal.stabilise(luminance, state.result.luminance, *coords, cfg.temporal_strength,
+                                  cfg.temporal_sigma, bound)
+
     def __call__(self, images: list[np.ndarray], stamp: float | None = None,
                  valid: list[np.ndarray | None] | None = None,
                  should_stop: Callable[[], bool] | None = None) -> FusionResult:
@@ -103,10 +116,9 @@ class VideoFuser:
             warm = WarmStart(sample=state.result.sample, start=min(cfg.start_step, len(fuser.timesteps) - 1))
         result = fuser.fuse_input_size(prep, should_stop, warm)
         if coords is not None and cfg.temporal_strength > 0:
-            result.luminance = timer("stabilise", temporal.stabilise, result.luminance, state.result.luminance,
-                                     *coords, cfg.temporal_strength, cfg.temporal_sigma)
+            result.luminance = timer("stabilise", self._stabilise, result.luminance, prep.sources, coords)
         result.fused = fuser.compose(prep, result.luminance, result.weights)  # once, after the stabilisation
         self.last_reason = reason or "warm"
-        self.state = VideoState(stamp, prep.small, result, guide, since)
+        self.state = VideoState(stamp, prep.small, result, guide, prep.sources, since)
         result.seconds = time.perf_counter() - start
         return result

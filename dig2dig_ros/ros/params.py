@@ -120,6 +120,7 @@ FUSION_DESCRIPTIONS: dict[str, str] = {
     "video.dig_every": "dig-blend in video mode: frames per DIG measurement; the frames between reuse its gain",
     "video.temporal_strength": "video mode: share of the motion-compensated previous output kept (0: off)",
     "video.temporal_sigma": "video mode: output difference ([0,1]) beyond which the new frame wins",
+    "video.source_bound": "video mode: the output changes along the motion by no more than its sources' mean change",
     "fullres.radius": "guided upsampling of the DIG weights: filter radius at the working size, pixels",
     "fullres.eps": "guided upsampling regulariser",
     "fullres.detail": "full-resolution detail weights: maxabs (stronger local detail wins, softly) or dig",
