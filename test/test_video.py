@@ -263,3 +263,20 @@ def test_source_change_is_the_mean_change_and_a_lone_mover_in_full():
     quiet[8:16, 8:16] = False
     lone = (own > 3 * np.median(own.reshape(2, -1), axis=1)[:, None, None] / 0.6745).sum(0) == 1
     np.testing.assert_allclose(bound[quiet & ~lone], own.mean(0)[quiet & ~lone], rtol=1e-6)
+
+
+def test_isolated_noise_spikes_in_one_source_are_not_taken_for_motion():
+    """One camera's pixels beyond 3σ that do not form a patch are the noise's tail: they stay bounded by the mean
+    change, so a noisy camera cannot pass its spikes through the stabilisation as 'motion'."""
+    rng = np.random.default_rng(3)
+    previous = rng.normal(0.5, 0.01, (2, 48, 48)).astype(np.float32)
+    current = previous + rng.normal(0.0, 0.002, (2, 48, 48)).astype(np.float32)
+    spikes = np.zeros((48, 48), bool)
+    spikes[4::8, 4::8] = True  # isolated pixels, 8 apart
+    current[0][spikes] += 0.3  # far beyond source 0's noise, one pixel each
+    current[0, 13:19, 29:35] += 0.3  # and a real 6x6 mover in source 0 alone, between the spikes
+    still_x, still_y = np.meshgrid(np.arange(48, dtype=np.float32), np.arange(48, dtype=np.float32))
+    bound = temporal.source_change(current, previous, still_x, still_y)
+    own = np.abs(current - previous)
+    np.testing.assert_allclose(bound[spikes], own.mean(0)[spikes], rtol=1e-6)  # a spike: the mean change
+    np.testing.assert_allclose(bound[13:19, 29:35], own[0, 13:19, 29:35], rtol=1e-6)  # the mover: in full

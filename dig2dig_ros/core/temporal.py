@@ -41,6 +41,7 @@ FLOW_PRESET = cv2.DISOPTICAL_FLOW_PRESET_FAST  # ultrafast: 2 ms less per 640x48
 
 MOTION_SIGMAS = 3.0  # a source's change beyond this many of its noise σ is motion (or a real change), not noise
 MEDIAN_STRIDE = 4  # the noise σ from every 4th pixel each way
+MOVER_MIN_PIXELS = 3  # one camera's change counts as motion only where it fills a 3x3 patch (isolated spikes are noise)
 
 
 def flow_guide(sources: np.ndarray) -> np.ndarray:
@@ -77,14 +78,19 @@ def source_change(sources: np.ndarray, previous: np.ndarray, map_x: np.ndarray, 
 
     With D_k = |c_k,t − warp(c_k,t−1)|: b = (1/K)·Σ_k D_k, the sources' mean change; but where exactly one source
     changed by more than its noise (D_k > z·s_k, s_k the robust σ of D_k over the frame, median/0.6745, z =
-    :data:`MOTION_SIGMAS`) and the others did not, b = that source's D_k: an object that moves in one camera
-    only (a warm person in the dark) is followed at once instead of leaving half of itself behind.
+    :data:`MOTION_SIGMAS`) and the others did not, over at least a :data:`MOVER_MIN_PIXELS`-square patch,
+    b = that source's D_k: an object that moves in one camera only (a warm person in the dark) is followed at
+    once instead of leaving half of itself behind.
     """
     change = np.stack([np.abs(now - _warp(before, map_x, map_y)) for now, before in zip(sources, previous,
                                                                                           strict=True)])  # (K,H,W)
     sigma = np.array([np.median(d[::MEDIAN_STRIDE, ::MEDIAN_STRIDE]) / 0.6745 for d in change], np.float32)
     moved = change > MOTION_SIGMAS * sigma[:, None, None]  # (K,H,W) beyond the noise: most pixels are still
     alone = moved.sum(0) == 1  # (H,W)
+    # An object moving covers a patch; a pixel alone beyond 3σ is the noise's tail (a noisy visible camera has
+    # many): the smallest opening drops those, so they stay bounded by the mean change.
+    patch = np.ones((MOVER_MIN_PIXELS, MOVER_MIN_PIXELS), np.uint8)
+    alone = cv2.morphologyEx(alone.astype(np.uint8), cv2.MORPH_OPEN, patch).astype(bool)  # (H,W)
     return np.where(alone, change.max(0), change.mean(0)).astype(np.float32, copy=False)
 
 
