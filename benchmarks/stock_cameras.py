@@ -41,6 +41,7 @@ class Result:
     case: str
     sent: int
     fused: int = 0
+    dropped_busy: int = 0  # pairs that arrived while the node was busy (newest wins): the CPU, not the transport
     ir_lost: int = 0
     visible_lost: int = 0
     first_lost_warn_s: float | None = None  # after the camera's first frame
@@ -199,6 +200,7 @@ def run_case(case: str, pairs: int, rate: float, data: str, size: tuple[int, int
                 result.messages.append(state["warn"][1])
         result.ir_lost = int(values.get("ir_lost", 0))
         result.visible_lost = int(values.get("visible_lost", 0))
+        result.dropped_busy = int(values.get("dropped_busy", 0))
     finally:
         if cam is not None and cam.poll() is None:
             _stop(cam)
@@ -227,14 +229,14 @@ def main(argv: list[str] | None = None) -> int:
         args.data = "synthetic"
     if args.role == "camera":
         return camera(args)
-    print(f"| camera process (no profile), {args.width}x{args.height} | pairs fused | ir_lost | visible_lost | "
-          "first 'lost' WARN |\n|---|---|---|---|---|")
+    print(f"| camera process (no profile), {args.width}x{args.height} | pairs fused | dropped while busy | ir_lost | "
+          "visible_lost | first 'lost' WARN |\n|---|---|---|---|---|---|")
     for case in CASES if args.case == "both" else (args.case,):
         pairs, rate = args.pairs or CASES[case][0], args.rate or CASES[case][1]
         r = run_case(case, pairs, rate, args.data, (args.width, args.height), args.warmup)
         warn = "none" if r.first_lost_warn_s is None else f"{r.first_lost_warn_s} s"
-        print(f"| {case.replace('_', ' ')} at {rate:g} Hz | {r.fused} of {r.sent} | {r.ir_lost} | {r.visible_lost} "
-              f"| {warn} |", flush=True)
+        print(f"| {case.replace('_', ' ')} at {rate:g} Hz | {r.fused} of {r.sent} | {r.dropped_busy} | {r.ir_lost} "
+              f"| {r.visible_lost} | {warn} |", flush=True)
         for message in r.messages:
             print(f"    {message}", file=sys.stderr)
     return 0
