@@ -143,3 +143,28 @@ def test_gff_beats_averaging_on_a_real_tno_pair(shared_data):
         for name in ("average", "gff")
     }
     assert scores["gff"] > scores["average"] + 0.15, scores  # measured: 0.64 vs 0.33
+
+
+def _brute_force_coefficients(guide: np.ndarray, src: np.ndarray, r: int, eps: float) -> tuple[np.ndarray, np.ndarray]:
+    """He et al.'s (ā, b̄) by explicit loops over the border-clipped windows, float64: an independent reference."""
+    h, w = guide.shape
+    a, b = np.zeros((h, w)), np.zeros((h, w))
+    win = [[(slice(max(y - r, 0), y + r + 1), slice(max(x - r, 0), x + r + 1)) for x in range(w)] for y in range(h)]
+    for y in range(h):
+        for x in range(w):
+            gi, pi = guide[win[y][x]], src[win[y][x]]
+            a[y, x] = ((gi * pi).mean() - gi.mean() * pi.mean()) / (gi.var() + eps)
+            b[y, x] = pi.mean() - a[y, x] * gi.mean()
+    return (np.array([[a[win[y][x]].mean() for x in range(w)] for y in range(h)]),
+            np.array([[b[win[y][x]].mean() for x in range(w)] for y in range(h)]))
+
+
+@pytest.mark.parametrize("dtype, atol", [(np.float64, 1e-12), (np.float32, 5e-5)])  # float32: ~1e-7·E[I²]/(var+ε)
+def test_guided_coefficients_match_the_windowed_definition_in_either_float_type(dtype, atol):
+    guide = _smooth((14, 17), 3)  # float32 (H,W)
+    src = np.random.default_rng(4).random((14, 17)).astype(np.float32)
+    want = _brute_force_coefficients(guide.astype(np.float64), src.astype(np.float64), 2, 1e-3)
+    got = C.guided_coefficients(guide, src, 2, 1e-3, dtype)
+    for g, w in zip(got, want, strict=True):
+        assert g.dtype == dtype and g.shape == (14, 17)
+        np.testing.assert_allclose(g, w, atol=atol, rtol=0)

@@ -256,3 +256,24 @@ def test_the_8_bit_noise_estimate_is_finite_when_the_median_falls_between_two_st
     x[1, 1], x[1, 3] = 2 / 255, 3 / 255  # |a - b - c + d| / 2 = 1 and 1.5 grey levels = 2 and 3 steps of 1/510
     expected = math.sqrt((2.5 / 510 / 0.6745) ** 2 - 1 / 12 / 255**2)
     assert math.isfinite(noise_sigma(x)) and abs(noise_sigma(x) - expected) < 1e-6
+
+
+@pytest.mark.parametrize("detail", ["maxabs", "dig"])
+def test_reconstruction_leaves_its_inputs_alone_and_its_weights_a_partition_of_unity(detail):
+    sources = _scene()
+    small = np.stack([cv2.resize(c, (40, 32), interpolation=cv2.INTER_AREA) for c in sources])
+    w0 = (small[0] > 0.5).astype(np.float32) * 0.8 + 0.1
+    weights = np.stack([w0, 1 - w0])
+    kept = [a.copy() for a in (sources, small, weights)]
+    fused, up = reconstruct(small.mean(0), weights, sources, FullResConfig(detail=detail), small, [0.01, 0.02])
+    for a, b in zip((sources, small, weights), kept, strict=True):
+        np.testing.assert_array_equal(a, b)  # the in-place arithmetic works on its own arrays only
+    np.testing.assert_allclose(up.sum(0), 1, atol=1e-5)
+    assert up.dtype == np.float32 and fused.shape == (128, 160)
+
+
+def test_weights_all_clipped_to_zero_fall_back_to_equal_shares():
+    sources = _scene()
+    small = np.stack([cv2.resize(c, (40, 32), interpolation=cv2.INTER_AREA) for c in sources])
+    up = upsample_weights(np.full((2, 32, 40), -1.0, np.float32), small, sources, FullResConfig())
+    np.testing.assert_array_equal(up, 0.5)

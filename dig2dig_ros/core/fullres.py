@@ -72,22 +72,29 @@ def upsample_weights(weights: np.ndarray, guides_small: np.ndarray, guides: np.n
     size = guides.shape[-2:]
     out = np.empty(guides.shape, np.float32)
     for k in range(len(weights)):  # the fast guided filter: coefficients at the working size, applied at full size
-        a, b = (imaging.resize(c.astype(np.float32), size, cv2.INTER_LINEAR)
-                for c in guided_coefficients(guides_small[k], weights[k], params.radius, params.eps))
-        out[k] = a * guides[k] + b
+        a, b = (imaging.resize(c, size, cv2.INTER_LINEAR)  # float32: params.eps is well above its rounding
+                for c in guided_coefficients(guides_small[k], weights[k], params.radius, params.eps, np.float32))
+        np.multiply(a, guides[k], out=out[k])
+        out[k] += b
     np.clip(out, 0.0, 1.0, out=out)
-    total = out.sum(0, keepdims=True)
+    total = out.sum(0, keepdims=True)  # (1,H,W)
     uniform = total < 1e-6  # every weight clipped to 0: fall back to equal shares
-    out = np.where(uniform, 1.0 / len(out), out / np.maximum(total, 1e-6))
-    return out.astype(np.float32, copy=False)
+    out /= np.maximum(total, 1e-6, out=total)
+    if uniform.any():
+        out[np.broadcast_to(uniform, out.shape)] = 1.0 / len(out)
+    return out
 
 
 def shrink(detail: np.ndarray, threshold: float) -> np.ndarray:
     """Non-negative garrote: d·max(0, 1 − τ²/d²): small (noise) coefficients vanish, strong edges keep their size."""
     if threshold <= 0:
         return detail
-    d2 = detail * detail
-    return detail * np.maximum(0.0, 1.0 - threshold * threshold / np.maximum(d2, 1e-12))
+    factor = detail * detail
+    np.maximum(factor, 1e-12, out=factor)
+    np.divide(threshold * threshold, factor, out=factor)
+    np.subtract(1.0, factor, out=factor)
+    np.maximum(factor, 0.0, out=factor)
+    return np.multiply(detail, factor, out=factor)
 
 
 def detail_weights(details: np.ndarray, weights: np.ndarray, params: FullResConfig) -> np.ndarray:
@@ -95,11 +102,17 @@ def detail_weights(details: np.ndarray, weights: np.ndarray, params: FullResConf
     if params.detail == "dig":
         return weights
     energy = np.stack([cv2.GaussianBlur(d * d, (0, 0), params.saliency_sigma) for d in details])  # (K,H,W)
-    if params.sharpness != 1:
-        energy = energy ** params.sharpness
+    if params.sharpness == 0.5:
+        np.sqrt(energy, out=energy)  # what energy ** 0.5 computes
+    elif params.sharpness != 1:
+        np.power(energy, params.sharpness, out=energy)
     energy *= weights  # DIG still has its say where both sources carry detail
-    total = energy.sum(0, keepdims=True)
-    return np.where(total > 1e-12, energy / np.maximum(total, 1e-12), weights)
+    total = energy.sum(0, keepdims=True)  # (1,H,W)
+    empty = total <= 1e-12  # no detail anywhere: the DIG weights
+    energy /= np.maximum(total, 1e-12, out=total)
+    if empty.any():
+        np.copyto(energy, weights, where=np.broadcast_to(empty, energy.shape))
+    return energy
 
 
 def reconstruct(fused_small: np.ndarray, weights_small: np.ndarray, sources: np.ndarray,
@@ -118,14 +131,15 @@ def reconstruct(fused_small: np.ndarray, weights_small: np.ndarray, sources: np.
     if sources_small is None or sources_small.shape[-2:] != small:
         sources_small = np.stack([imaging.resize(c, small) for c in sources])  # (K,h,w)
     weights = upsample_weights(weights_small, sources_small, sources, params)  # (K,H,W)
-    details = sources - np.stack([imaging.resize(c, size, cv2.INTER_LINEAR) for c in sources_small])  # (K,H,W)
+    details = np.stack([imaging.resize(c, size, cv2.INTER_LINEAR) for c in sources_small])  # (K,H,W)
+    np.subtract(sources, details, out=details)
     if params.shrink > 0:
         if noise is None:
             noise = [imaging.noise_sigma(c) for c in sources]
-        thresholds = [params.shrink * sigma for sigma in noise]
-        details = np.stack([shrink(d, t) for d, t in zip(details, thresholds, strict=True)])
+        for k, sigma in zip(range(len(details)), noise, strict=True):
+            details[k] = shrink(details[k], params.shrink * sigma)
     dw = detail_weights(details, weights, params)
-    detail = (dw * details).sum(0)  # (H,W)
+    detail = (dw * details if dw is weights else np.multiply(dw, details, out=dw)).sum(0)  # (H,W)
     if params.detail_gain != 1:
         detail *= params.detail_gain
     fused = imaging.resize(fused_small.astype(np.float32), size, cv2.INTER_LINEAR) + detail
