@@ -56,7 +56,15 @@ from dig2dig_ros.core.detection import (
     draw,
 )
 from dig2dig_ros.ros import conversions
-from dig2dig_ros.ros.node_support import NewestWorker, StartupError, descriptor, diagnostics, run_node, steady_timer
+from dig2dig_ros.ros.node_support import (
+    CountsFailures,
+    NewestWorker,
+    StartupError,
+    descriptor,
+    diagnostics,
+    run_node,
+    steady_timer,
+)
 from dig2dig_ros.ros.params import RELIABILITY_CHOICES, ParamSpec, check_value
 from dig2dig_ros.ros.qos_match import MatchedInput
 
@@ -105,7 +113,7 @@ PARAMS: list[ParamSpec] = [
 ]
 
 
-class DetectorNode(Node):
+class DetectorNode(CountsFailures, Node):
     """Thin ROS adapter around dig2dig_ros.core.detection.Detector."""
 
     def __init__(self, **kwargs: Any) -> None:
@@ -250,14 +258,6 @@ class DetectorNode(Node):
     def _count(self, key: str) -> None:
         with self.lock:
             self.counts[key] += 1
-
-    def _failed(self, exc: Exception, what: str = "publishing failed") -> None:
-        """A fault of ours (not of the frame): counted as failed, shown in /diagnostics, logged (throttled)."""
-        text = f"{what}: {exc}" if str(exc) else f"{what}: {type(exc).__name__}"
-        with self.lock:
-            self.counts["failed"] += 1
-            self.last_failure = (time.monotonic(), text)
-        self.get_logger().error(f"{text} (frame skipped)", throttle_duration_sec=5.0)
 
     def _publish_diagnostics(self) -> None:
         with self.lock:

@@ -34,7 +34,15 @@ from dig2dig_ros.core.registration import RegistrationError, register_pair
 from dig2dig_ros.core.thermal import ThermalSettings, prepare_infrared
 from dig2dig_ros.core.video import VideoFuser
 from dig2dig_ros.ros import conversions
-from dig2dig_ros.ros.node_support import NewestWorker, StartupError, descriptor, diagnostics, run_node, steady_timer
+from dig2dig_ros.ros.node_support import (
+    CountsFailures,
+    NewestWorker,
+    StartupError,
+    descriptor,
+    diagnostics,
+    run_node,
+    steady_timer,
+)
 from dig2dig_ros.ros.params import all_params, check_value, check_values, fusion_config, homography, thermal_settings
 from dig2dig_ros.ros.qos_match import MatchedSubscriber
 from dig2dig_ros.ros.sync import ApproximateTimeSynchronizer
@@ -62,7 +70,7 @@ class _Setup:
         self.video = VideoFuser(fuser)  # frames as a sequence (video.enabled); a new setup starts afresh
 
 
-class FusionNode(Node):
+class FusionNode(CountsFailures, Node):
     """Thin ROS adapter around dig2dig_ros.core.fusion.Fuser."""
 
     def __init__(self, **kwargs: Any) -> None:
@@ -372,14 +380,6 @@ class FusionNode(Node):
         with self.lock:
             self.counts[key] += 1
 
-    def _failed(self, exc: Exception, what: str = "publishing failed") -> None:
-        """A fault of ours (not of the frame): counted as failed, shown in /diagnostics, logged (throttled)."""
-        text = f"{what}: {exc}" if str(exc) else f"{what}: {type(exc).__name__}"
-        with self.lock:
-            self.counts["failed"] += 1
-            self.last_failure = (time.monotonic(), text)
-        self.get_logger().error(f"{text} (frame skipped)", throttle_duration_sec=5.0)
-
     # -- transport: QoS that matches the publishers, losses counted ------------------------------------------
     def _match_publishers(self) -> None:
         for sub in self.subs:
@@ -425,10 +425,10 @@ class FusionNode(Node):
             if self.unfused_since is not None and now - self.unfused_since > stall and recent and any(recent):
                 reason = ""
                 if self.last_failure is not None and now - self.last_failure[0] <= RECENT_S:
-                    reason = f": fusion failed: {self.last_failure[1]}"
+                    reason = f": {self.last_failure[1]}"
                 causes.append(f"pairs arrive but none fused for {now - self.unfused_since:.1f} s{reason}")
             elif self.last_failure is not None and now - self.last_failure[0] <= RECENT_S:
-                causes.append(f"fusion failed: {self.last_failure[1]}")
+                causes.append(self.last_failure[1])
             counts = dict(self.counts)
         if causes:
             return DiagnosticStatus.WARN, "; ".join(causes)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import signal
 import sys
 import threading
+import time
 import traceback
 from collections.abc import Callable
 from typing import Any
@@ -133,6 +134,18 @@ class NewestWorker:
             self._on_error(exc)
         except Exception:  # noqa: BLE001 - an error handler that fails must not end the worker either
             traceback.print_exc()
+
+
+class CountsFailures:
+    """For a node with ``lock``, ``counts["failed"]`` and ``last_failure``: a fault of ours (not of the frame) is
+    counted as failed, kept with its time for /diagnostics, and logged (throttled)."""
+
+    def _failed(self, exc: Exception, what: str = "publishing failed") -> None:
+        text = f"{what}: {exc}" if str(exc) else f"{what}: {type(exc).__name__}"
+        with self.lock:
+            self.counts["failed"] += 1
+            self.last_failure = (time.monotonic(), text)
+        self.get_logger().error(f"{text} (frame skipped)", throttle_duration_sec=5.0)
 
 
 def steady_timer(node: Node, period: float, callback: Callable[[], None]) -> Any:
