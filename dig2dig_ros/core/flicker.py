@@ -36,6 +36,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from dig2dig_ros.core.imaging import remap_linear
 from dig2dig_ros.core.metrics import to_gray255
 
 CONSISTENCY_REL = 0.01  # Sundaram et al.: relative tolerance of the forward–backward check ...
@@ -79,7 +80,7 @@ def _pixel_grid(height: int, width: int) -> np.ndarray:
 
 def _sample(img: np.ndarray, coords: np.ndarray) -> np.ndarray:
     """img (H,W) or (H,W,C) sampled bilinearly at coords (H,W,2) (x, y); outside the frame: replicated border."""
-    return cv2.remap(img, coords[..., 0], coords[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    return remap_linear(img, coords[..., 0], coords[..., 1])
 
 
 def estimate_motion(guide: Sequence[np.ndarray]) -> Motion:

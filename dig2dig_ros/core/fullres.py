@@ -102,10 +102,8 @@ def detail_weights(details: np.ndarray, weights: np.ndarray, params: FullResConf
     if params.detail == "dig":
         return weights
     energy = np.stack([cv2.GaussianBlur(d * d, (0, 0), params.saliency_sigma) for d in details])  # (K,H,W)
-    if params.sharpness == 0.5:
-        np.sqrt(energy, out=energy)  # what energy ** 0.5 computes
-    elif params.sharpness != 1:
-        np.power(energy, params.sharpness, out=energy)
+    if params.sharpness != 1:
+        energy **= params.sharpness  # in place; numpy's scalar fast paths (0.5: sqrt) as energy ** sharpness
     energy *= weights  # DIG still has its say where both sources carry detail
     total = energy.sum(0, keepdims=True)  # (1,H,W)
     empty = total <= 1e-12  # no detail anywhere: the DIG weights

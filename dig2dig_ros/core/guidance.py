@@ -266,10 +266,19 @@ def _plane_magnitude(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return _per_plane(a, b, fn=cv2.magnitude)
 
 
+def _sobel_x_planes(x: np.ndarray, border: int) -> np.ndarray:
+    """The Sobel response ∂x ÷ 8 of x (N,C,H,W), OpenCV's ``border`` beyond it."""
+    return _per_plane(x, fn=lambda p, dst: cv2.sepFilter2D(p, -1, _DIFFERENCE, _SMOOTHING, dst, borderType=border))
+
+
+def _sobel_y_planes(x: np.ndarray, border: int) -> np.ndarray:
+    """The Sobel response ∂y ÷ 8 of x (N,C,H,W), OpenCV's ``border`` beyond it."""
+    return _per_plane(x, fn=lambda p, dst: cv2.sepFilter2D(p, -1, _SMOOTHING, _DIFFERENCE, dst, borderType=border))
+
+
 def _sobel_planes(x: np.ndarray, border: int) -> tuple[np.ndarray, np.ndarray]:
     """The Sobel responses (∂x, ∂y) ÷ 8 of x (N,C,H,W), OpenCV's ``border`` beyond it."""
-    return (_per_plane(x, fn=lambda p, dst: cv2.sepFilter2D(p, -1, _DIFFERENCE, _SMOOTHING, dst, borderType=border)),
-            _per_plane(x, fn=lambda p, dst: cv2.sepFilter2D(p, -1, _SMOOTHING, _DIFFERENCE, dst, borderType=border)))
+    return _sobel_x_planes(x, border), _sobel_y_planes(x, border)
 
 
 def neumann_sobel_gradient(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -285,7 +294,8 @@ def neumann_sobel_divergence(tx: np.ndarray, ty: np.ndarray) -> np.ndarray:
     px, py = (np.pad(t, ((0, 0), (0, 0), (1, 1), (1, 1)), mode="edge") for t in (tx, ty))  # (1,1,H+2,W+2)
     px[..., [0, -1]] *= -1  # tx changes sign across the left and right borders
     py[..., [0, -1], :] *= -1  # ty across the top and bottom
-    dx, dy = _sobel_planes(px, cv2.BORDER_REFLECT)[0], _sobel_planes(py, cv2.BORDER_REFLECT)[1]
+    # each plane only along its own axis
+    dx, dy = _sobel_x_planes(px, cv2.BORDER_REFLECT), _sobel_y_planes(py, cv2.BORDER_REFLECT)
     return -(dx + dy)[..., 1:-1, 1:-1]  # ∇ᵀ = −∇: the stencils are odd
 
 

@@ -114,6 +114,11 @@ def common_size(images: list[np.ndarray], policy: str) -> tuple[int, int]:
     raise ImageError(f"source sizes differ ({listed}); set a resize policy (first, largest, smallest)")
 
 
+def remap_linear(img: np.ndarray, map_x: np.ndarray, map_y: np.ndarray) -> np.ndarray:
+    """img (H,W) or (H,W,C) sampled bilinearly at (map_x, map_y) (H',W'); outside the frame: replicated border."""
+    return cv2.remap(img, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+
+
 def resize(img: np.ndarray, size: tuple[int, int], upsample: int = cv2.INTER_CUBIC) -> np.ndarray:
     """Resize to (H, W): area averaging when shrinking, `upsample` (an OpenCV interpolation) when enlarging."""
     h, w = size

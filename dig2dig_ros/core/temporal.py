@@ -36,12 +36,15 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from dig2dig_ros.core.imaging import remap_linear
+
 FLOW_PRESET = cv2.DISOPTICAL_FLOW_PRESET_FAST  # ultrafast: 2 ms less per 640x480 frame, M3SVD flicker 0.03 higher
 
 
 MOTION_SIGMAS = 3.0  # a source's change beyond this many of its noise σ is motion (or a real change), not noise
 MEDIAN_STRIDE = 4  # the noise σ from every 4th pixel each way
 MOVER_MIN_PIXELS = 3  # one camera's change counts as motion only where it fills a 3x3 patch (isolated spikes are noise)
+_MOVER_PATCH = np.ones((MOVER_MIN_PIXELS, MOVER_MIN_PIXELS), np.uint8)  # the opening's structuring element
 
 
 def flow_guide(sources: np.ndarray) -> np.ndarray:
@@ -68,8 +71,7 @@ class MotionCompensator:
 
 def _warp(image: np.ndarray, map_x: np.ndarray, map_y: np.ndarray) -> np.ndarray:
     """image (H,W) sampled bilinearly at (map_x, map_y) (H,W); outside the frame: replicated border."""
-    return cv2.remap(image.astype(np.float32, copy=False), map_x, map_y, cv2.INTER_LINEAR,
-                     borderMode=cv2.BORDER_REPLICATE)
+    return remap_linear(image.astype(np.float32, copy=False), map_x, map_y)
 
 
 def source_change(sources: np.ndarray, previous: np.ndarray, map_x: np.ndarray, map_y: np.ndarray) -> np.ndarray:
@@ -89,8 +91,7 @@ def source_change(sources: np.ndarray, previous: np.ndarray, map_x: np.ndarray, 
     alone = moved.sum(0) == 1  # (H,W)
     # An object moving covers a patch; a pixel alone beyond 3σ is the noise's tail (a noisy visible camera has
     # many): the smallest opening drops those, so they stay bounded by the mean change.
-    patch = np.ones((MOVER_MIN_PIXELS, MOVER_MIN_PIXELS), np.uint8)
-    alone = cv2.morphologyEx(alone.astype(np.uint8), cv2.MORPH_OPEN, patch).astype(bool)  # (H,W)
+    alone = cv2.morphologyEx(alone.astype(np.uint8), cv2.MORPH_OPEN, _MOVER_PATCH).astype(bool)  # (H,W)
     return np.where(alone, change.max(0), change.mean(0)).astype(np.float32, copy=False)
 
 
