@@ -142,7 +142,8 @@ def test_losses_are_counted_shown_and_explained(ros):
     ros.append(node)
     ir = node.subs[0].input
     with ir.lock:
-        ir.last_size, ir.last_shape, ir.offered = 1280 * 1024 * 3, "1280x1024 bgr8", [BE]
+        ir.last_size, ir.offered = 1280 * 1024 * 3, [BE]
+        ir.last_message = SimpleNamespace(width=1280, height=1024, encoding="bgr8")
     ir._on_lost(SimpleNamespace(total_count_change=3, total_count=3))  # what rmw's message_lost event reports
     assert node.lost() == {"ir": 3, "visible": 0}
     level, message = node.health()

@@ -108,6 +108,7 @@ class FusionNode(CountsFailures, Node):
         self.outcomes: deque[tuple[float, bool]] = deque(maxlen=500)  # (monotonic, pair was good)
         self.last_problem = ""  # why the latest bad pair was bad
         self.last_failure: tuple[float, str] | None = None
+        self.losing = False  # health() saw transport losses in the last RECENT_S
         self.unfused_since: float | None = None  # first pair after the last fused frame
         self.last_stamps: dict[str, float] = {}
         self.camera_info: dict[str, CameraInfo] = {}
@@ -407,6 +408,7 @@ class FusionNode(CountsFailures, Node):
             if lost:  # frames are being published but do not arrive: say so, not "no frames"
                 lossy.add(name)
                 causes.append(sub.input.loss_cause(lost, RECENT_S))
+        self.losing = bool(lossy)  # frames are being lost in transport (the diagnostics log it)
         with self.lock:
             for name in SOURCES:
                 times = self.arrivals[name]
@@ -456,7 +458,7 @@ class FusionNode(CountsFailures, Node):
                   "visible_sync_dropped": sum(stats.dropped[1].values()),
                   "sync_flushed": stats.flushed, "sync_bound_violations": sum(stats.bound_violations)}
         self.pub_diag.publish(diagnostics(self, "fusion", level, message, values))
-        if "lost" in message:
+        if self.losing:
             self.get_logger().warning(message, throttle_duration_sec=10.0)
 
     def stop(self) -> None:

@@ -24,7 +24,7 @@ from rclpy.qos_overriding_options import QoSOverridingOptions
 
 from dig2dig_ros.ros.graph import fastdds_profile
 from dig2dig_ros.ros.params import RELIABILITY_CHOICES
-from dig2dig_ros.ros.sync import Subscriber
+from dig2dig_ros.ros.sync import SimpleFilter, Subscriber, header_stamp_ns
 
 # Fast DDS's stock shared-memory segment: a larger sample cannot travel by shared memory between processes that
 # load no profile, and best-effort UDP fragments of it are easily lost.
@@ -68,7 +68,7 @@ class MatchedInput:
         self.losses: deque[tuple[float, int]] = deque(maxlen=1000)  # (monotonic, messages lost)
         self.offered: list[ReliabilityPolicy] = []
         self.last_size = 0  # bytes of the newest message received (its data field)
-        self.last_shape = ""
+        self.last_message: Any = None
         self.subscription: Any = None
         self.retiring: Any = None  # the previous subscription, until the new one delivers
         self.retiring_since = 0.0
@@ -161,7 +161,7 @@ class MatchedInput:
             self.node.destroy_subscription(old)
 
     def _on_message(self, msg: Any, source: Any) -> None:
-        stamp = _stamp_ns(msg)
+        stamp = header_stamp_ns(msg)
         with self.lock:
             if source is not self.subscription:
                 if source is not self.retiring or self.switched:
@@ -169,16 +169,11 @@ class MatchedInput:
                 # the old subscription: passed on until the new one delivers
             elif self.retiring is not None:
                 self.switched = True  # the new one delivers: the old one is ignored, refresh() destroys it
-                if stamp is not None and self.last_stamp is not None and stamp <= self.last_stamp:
-                    return  # the old subscription passed this one on already
+                if stamp and self.last_stamp is not None and stamp <= self.last_stamp:
+                    return  # the old subscription passed this one on already (a camera stamping 0: no check)
             self.last_stamp = stamp
-        data = getattr(msg, "data", b"")
-        with self.lock:
-            self.last_size = len(data)
-            if hasattr(msg, "width"):
-                self.last_shape = f"{msg.width}x{msg.height} {msg.encoding}"
-            elif hasattr(msg, "format"):
-                self.last_shape = f"{msg.format or 'compressed'}"
+            self.last_size = len(getattr(msg, "data", b""))
+            self.last_message = msg  # its shape is read only when a loss is explained
         self.callback(msg)
 
     def _on_lost(self, info: Any) -> None:
@@ -203,7 +198,7 @@ class MatchedInput:
     def loss_cause(self, lost: int, window: float) -> str:
         """One line: how many were lost on which topic, the likely cause, and the remedy."""
         with self.lock:
-            size, shape, offered = self.last_size, self.last_shape, list(self.offered)
+            size, shape, offered = self.last_size, _shape(self.last_message), list(self.offered)
         mine = _NAMES.get(self.reliability, "?")
         writers = self.describe_publishers(offered)
         text = f"lost {lost} {self.label} frames in the last {window:.0f} s on {self.topic} (subscribed {mine}, " \
@@ -226,25 +221,30 @@ class MatchedSubscriber(Subscriber):
 
     def __init__(self, node: Node, msg_type: Any, topic: str, depth: int, reliability: str = "auto",
                  label: str = "") -> None:
-        super().__init__(node, msg_type, topic, subscribe=False)
+        SimpleFilter.__init__(self)  # the MatchedInput owns the subscription, not Subscriber.__init__
+        self.node, self.topic = node, topic
         self.input = MatchedInput(node, msg_type, topic, self.callback, depth, reliability, label)
 
     @property
     def sub(self) -> Any:  # the current subscription (re-created when the publishers change)
         return self.input.subscription
 
-    @sub.setter
-    def sub(self, value: Any) -> None:  # Subscriber.__init__ assigns None when it does not subscribe
-        pass
-
     @property
     def resolved_topic(self) -> str:
         return self.input.topic
 
+    def destroy(self) -> None:
+        """Destroy the subscription, and the one it is replacing if a switch is under way."""
+        self.input.destroy()
 
-def _stamp_ns(msg: Any) -> int | None:
-    header = getattr(msg, "header", None)
-    return None if header is None else int(header.stamp.sec) * 1_000_000_000 + int(header.stamp.nanosec)
+
+def _shape(msg: Any) -> str:
+    """'WxH encoding' of an Image, the format of a CompressedImage, '' for none."""
+    if msg is None:
+        return ""
+    if hasattr(msg, "width"):
+        return f"{msg.width}x{msg.height} {msg.encoding}"
+    return getattr(msg, "format", "") or "compressed"
 
 
 def _descriptor(topic: str) -> Any:

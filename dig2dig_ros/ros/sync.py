@@ -64,14 +64,11 @@ class SimpleFilter:
 class Subscriber(SimpleFilter):
     """An rclpy subscription feeding a filter chain (message_filters.Subscriber)."""
 
-    def __init__(self, node: Any, msg_type: Any, topic: str, qos_profile: Any = 10, subscribe: bool = True,
-                 **kwargs: Any) -> None:
+    def __init__(self, node: Any, msg_type: Any, topic: str, qos_profile: Any = 10, **kwargs: Any) -> None:
         super().__init__()
         self.node = node
         self.topic = topic
-        # subscribe=False: a subclass owns the subscription (dig2dig_ros.ros.qos_match.MatchedSubscriber)
-        self.sub = node.create_subscription(msg_type, topic, self.callback, qos_profile, **kwargs) \
-            if subscribe else None
+        self.sub = node.create_subscription(msg_type, topic, self.callback, qos_profile, **kwargs)
 
     def callback(self, msg: Any) -> None:
         """The subscription callback: forwards msg to the registered callbacks."""
