@@ -11,6 +11,8 @@ own, discovery on this host only; every process is ended with SIGINT (never ``ki
     python benchmarks/stock_cameras.py                       # both cases on held-out LLVIP pairs, 1280x1024
     python benchmarks/stock_cameras.py --case reliable --pairs 10 --rate 1
     python benchmarks/stock_cameras.py --synthetic            # without ../shared: the bundled sample scene
+    python benchmarks/stock_cameras.py --case reliable --sequence ../shared/data/sequences/m3svd_0117_1605 \
+        --pairs 100 --rate 25 --width 640 --height 480          # a real video at camera rate
 
 Prints one table row per case: pairs sent, pairs fused, losses reported, seconds to the first "lost" WARN.
 """
@@ -49,11 +51,12 @@ class Result:
 
 
 # --------------------------------------------------------------------------------------------- the camera role
-def held_out_pairs(folder: Path, count: int) -> list[tuple[Path, Path]]:
-    """LLVIP report-split pairs (sorted stems, index % 5 == 2; data_splits/README.md), repeated up to count."""
-    stems = sorted(p.stem for p in (folder / "ir").iterdir())
-    held = [s for i, s in enumerate(stems) if i % 5 == 2]
-    return [(folder / "ir" / f"{s}.jpg", folder / "vis" / f"{s}.jpg") for s in (held * count)[:count]]
+def held_out_pairs(folder: Path, count: int, sequence: bool = False) -> list[tuple[Path, Path]]:
+    """LLVIP report-split pairs (sorted stems, index % 5 == 2; data_splits/README.md), or with ``sequence`` a
+    folder sequence's frames in order; repeated up to count."""
+    names = sorted(p.name for p in (folder / "ir").iterdir())
+    chosen = names if sequence else [n for i, n in enumerate(names) if i % 5 == 2]
+    return [(folder / "ir" / n, folder / "vis" / n) for n in (chosen * count)[:count]]
 
 
 def load_frames(data: str, count: int, size: tuple[int, int]) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -66,7 +69,8 @@ def load_frames(data: str, count: int, size: tuple[int, int]) -> list[tuple[np.n
         ir, vis = make_sample_pair(size=(size[1], size[0]))
         return [(ir, vis)] * count
     frames = []
-    for ir_path, vis_path in held_out_pairs(Path(data), count):
+    sequence = data.startswith("sequence:")
+    for ir_path, vis_path in held_out_pairs(Path(data.removeprefix("sequence:")), count, sequence):
         ir = cv2.resize(cv2.imread(str(ir_path), cv2.IMREAD_GRAYSCALE), size, interpolation=cv2.INTER_AREA)
         vis = cv2.resize(cv2.imread(str(vis_path), cv2.IMREAD_COLOR), size, interpolation=cv2.INTER_AREA)
         frames.append((ir, vis))
@@ -221,12 +225,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate", type=float, default=0.0, help="Hz (default: 1 reliable, 10 best effort)")
     parser.add_argument("--data", default=str(LLVIP), help="LLVIP folder (ir/, vis/), or 'synthetic'")
     parser.add_argument("--synthetic", action="store_true", help="the sample scene instead of LLVIP")
+    parser.add_argument("--sequence", help="a folder sequence (ir/, vis/) sent in order instead of LLVIP pairs")
     parser.add_argument("--width", type=int, default=1280)
     parser.add_argument("--height", type=int, default=1024)
     parser.add_argument("--warmup", type=float, default=3.0, help="seconds the camera publishes before measuring")
     args = parser.parse_args(argv)
     if args.synthetic:
         args.data = "synthetic"
+    elif args.sequence:
+        args.data = f"sequence:{args.sequence}"
     if args.role == "camera":
         return camera(args)
     print(f"| camera process (no profile), {args.width}x{args.height} | pairs fused | dropped while busy | ir_lost | "
