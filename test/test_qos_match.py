@@ -151,6 +151,17 @@ def test_losses_are_counted_shown_and_explained(ros):
     assert "lost 3 infrared frames" in message and "/ir/image" in message
     assert "512 KB shared-memory segment" in message and "FASTRTPS_DEFAULT_PROFILES_FILE" in message
     assert "no infrared frames" not in message  # frames are sent but lost, not a silent camera
-    ir.losses[-1] = (time.monotonic() - 10.0, 3)  # long ago: the status recovers, the total stays
+    ir.losses[-1] = (time.monotonic() - 10.0, 3, BE)  # long ago: the status recovers, the total stays
     assert "lost" not in node.health()[1]
     assert node.lost()["ir"] == 3
+
+
+def test_losses_before_the_switch_to_a_reliable_publisher_are_explained_as_such(ros):
+    node = FusionNode(parameter_overrides=[Parameter(k, value=v) for k, v in FAST.items()])
+    ros.append(node)
+    ir = node.subs[0].input
+    ir._on_lost(SimpleNamespace(total_count_change=2, total_count=2), BE)  # lost by the best-effort one
+    with ir.lock:
+        ir.reliability, ir.offered = R, [R]  # ... which the switch has since replaced by a reliable one
+    message = ir.loss_cause(2, 3.0)
+    assert "subscribed best effort" in message and "still best effort" in message and "Remedy" not in message

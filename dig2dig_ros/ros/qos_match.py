@@ -65,7 +65,8 @@ class MatchedInput:
         self.lock = threading.Lock()
         self.lost = 0
         self.incompatible = 0
-        self.losses: deque[tuple[float, int]] = deque(maxlen=1000)  # (monotonic, messages lost)
+        # (monotonic, messages lost, the reliability of the subscription that lost them)
+        self.losses: deque[tuple[float, int, ReliabilityPolicy]] = deque(maxlen=1000)
         self.offered: list[ReliabilityPolicy] = []
         self.last_size = 0  # bytes of the newest message received (its data field)
         self.last_message: Any = None
@@ -116,7 +117,8 @@ class MatchedInput:
             self._retire()
         qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=self.depth, reliability=wanted,
                          durability=DurabilityPolicy.VOLATILE)
-        events = SubscriptionEventCallbacks(message_lost=self._on_lost, incompatible_qos=self._on_incompatible)
+        events = SubscriptionEventCallbacks(message_lost=lambda info: self._on_lost(info, wanted),
+                                            incompatible_qos=self._on_incompatible)
         with self.lock:
             self.retiring, self.retiring_since, self.switched = self.subscription, time.monotonic(), False
         subscription = None
@@ -176,11 +178,11 @@ class MatchedInput:
             self.last_message = msg  # its shape is read only when a loss is explained
         self.callback(msg)
 
-    def _on_lost(self, info: Any) -> None:
+    def _on_lost(self, info: Any, reliability: ReliabilityPolicy | None = None) -> None:
         count = int(info.total_count_change)
         with self.lock:
             self.lost += count
-            self.losses.append((time.monotonic(), count))
+            self.losses.append((time.monotonic(), count, reliability or self.reliability))
 
     def _on_incompatible(self, info: Any) -> None:
         with self.lock:
@@ -193,17 +195,22 @@ class MatchedInput:
     def lost_since(self, since: float) -> int:
         """Messages reported lost after the monotonic time ``since``."""
         with self.lock:
-            return sum(n for t, n in self.losses if t >= since)
+            return sum(n for t, n, _ in self.losses if t >= since)
 
     def loss_cause(self, lost: int, window: float) -> str:
         """One line: how many were lost on which topic, the likely cause, and the remedy."""
-        with self.lock:
+        with self.lock:  # and the subscription that lost them (a switch may have replaced it since)
             size, shape, offered = self.last_size, _shape(self.last_message), list(self.offered)
-        mine = _NAMES.get(self.reliability, "?")
+            lossy = self.losses[-1][2] if self.losses else self.reliability
+        mine = _NAMES.get(lossy, "?")
         writers = self.describe_publishers(offered)
         text = f"lost {lost} {self.label} frames in the last {window:.0f} s on {self.topic} (subscribed {mine}, " \
                f"{writers}"
         text += f"; frames {shape}, {size / 1e6:.1f} MB)" if size else ")"
+        if lossy == ReliabilityPolicy.BEST_EFFORT and self.reliability == ReliabilityPolicy.RELIABLE \
+                and self.fixed is None:
+            return text + ": lost while this subscription was still best effort, before it followed the reliable " \
+                          "publishers (in the second after a camera appears); nothing to do"
         if self.reliability == ReliabilityPolicy.BEST_EFFORT and offered and \
                 all(r == ReliabilityPolicy.RELIABLE for r in offered):
             return text + ": the publishers are reliable but this subscription is fixed best effort; let it " \
