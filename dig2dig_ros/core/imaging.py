@@ -143,14 +143,25 @@ def noise_sigma(x: np.ndarray) -> float:
     whole = np.rint(steps)
     if band.size == 0 or np.abs(steps - whole).max() > 0.01:
         return float(np.median(band)) * MAD_TO_SIGMA
-    median = float(np.median(whole))
-    below, at = np.count_nonzero(whole < median), np.count_nonzero(whole == median)
+    counts = np.bincount(whole.astype(np.intp, copy=False).ravel())  # coefficients per step (≤ 510 steps)
+    median = _histogram_median(counts)
+    step = int(median)
+    below, at = int(counts[:step].sum()), int(counts[step]) if median == step else 0
     if at == 0:  # an even count whose two middle values differ: the median lies between two steps
         sigma = median / 510.0 * MAD_TO_SIGMA
     else:
         low, width = (0.0, 0.5) if median == 0 else (median - 0.5, 1.0)  # the values that round to `median`
         sigma = (low + (whole.size / 2 - below) / at * width) / 510.0 * MAD_TO_SIGMA
     return math.sqrt(max(0.0, sigma**2 - ROUNDING_VARIANCE_8BIT))
+
+
+def _histogram_median(counts: np.ndarray) -> float:
+    """The median of the integers whose counts per value are ``counts`` (n,), as np.median of them would give."""
+    total = int(counts.sum())
+    cumulative = np.cumsum(counts)  # (n,)
+    low = int(np.searchsorted(cumulative, (total - 1) // 2, side="right"))  # the value at sorted index (N−1)//2
+    high = int(np.searchsorted(cumulative, total // 2, side="right"))  # and at N//2
+    return (low + high) / 2
 
 
 def working_size(size: tuple[int, int], max_side: int) -> tuple[int, int]:
