@@ -36,9 +36,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from dig2dig_ros.core.imaging import remap_linear
+from dig2dig_ros.core.imaging import remap_linear, working_size
 
 FLOW_PRESET = cv2.DISOPTICAL_FLOW_PRESET_FAST  # ultrafast: 2 ms less per 640x480 frame, M3SVD flicker 0.03 higher
+FLOW_SIDE = 640  # the flow is measured with the long side at most this (larger frames: a quarter of the cost)
 
 
 MOTION_SIGMAS = 3.0  # a source's change beyond this many of its noise σ is motion (or a real change), not noise
@@ -49,7 +50,10 @@ _MOVER_PATCH = np.ones((MOVER_MIN_PIXELS, MOVER_MIN_PIXELS), np.uint8)  # the op
 
 def flow_guide(sources: np.ndarray) -> np.ndarray:
     """The image the flow is measured on: the sources' mean luminance (K,H,W) in [0,1] → (H,W) uint8."""
-    return np.clip(sources.mean(0) * 255 + 0.5, 0, 255).astype(np.uint8)
+    total = sources[0] if len(sources) == 1 else cv2.add(sources[0], sources[1])  # (H,W) float32
+    for extra in sources[2:]:
+        total = cv2.add(total, extra)
+    return cv2.convertScaleAbs(total, alpha=255.0 / len(sources))  # rounded, saturated to [0,255]
 
 
 class MotionCompensator:
@@ -60,9 +64,18 @@ class MotionCompensator:
         self._grid: tuple[np.ndarray, np.ndarray] | None = None  # pixel coordinates (H,W) each, kept per size
 
     def coordinates(self, current: np.ndarray, previous: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Per pixel of ``current`` (H,W) uint8, where it was in ``previous``: map_x, map_y (H,W) float32."""
-        flow = self._dis.calc(current, previous, None)  # (H,W,2): current → previous
+        """Per pixel of ``current`` (H,W) uint8, where it was in ``previous``: map_x, map_y (H,W) float32.
+
+        Frames larger than :data:`FLOW_SIDE` are measured at that long side and the flow brought up bilinearly.
+        """
         h, w = current.shape
+        small = working_size((h, w), FLOW_SIDE)
+        if small != (h, w):
+            current, previous = (cv2.resize(g, small[::-1], interpolation=cv2.INTER_AREA) for g in (current, previous))
+        flow = self._dis.calc(current, previous, None)  # (h',w',2): current → previous, in pixels of (h',w')
+        if small != (h, w):
+            flow = cv2.resize(flow, (w, h), interpolation=cv2.INTER_LINEAR)  # (H,W,2)
+            flow *= np.array([w / small[1], h / small[0]], np.float32)
         if self._grid is None or self._grid[0].shape != (h, w):
             self._grid = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
         xs, ys = self._grid
@@ -84,15 +97,19 @@ def source_change(sources: np.ndarray, previous: np.ndarray, map_x: np.ndarray, 
     b = that source's D_k: an object that moves in one camera only (a warm person in the dark) is followed at
     once instead of leaving half of itself behind.
     """
-    change = np.stack([np.abs(now - _warp(before, map_x, map_y)) for now, before in zip(sources, previous,
-                                                                                          strict=True)])  # (K,H,W)
+    k, (h, w) = len(sources), sources.shape[1:]
+    change = np.empty((k, h, w), np.float32)  # D_k
+    for c, (now, before) in enumerate(zip(sources, previous, strict=True)):
+        cv2.absdiff(now.astype(np.float32, copy=False), _warp(before, map_x, map_y), dst=change[c])
     sigma = np.array([np.median(d[::MEDIAN_STRIDE, ::MEDIAN_STRIDE]) / 0.6745 for d in change], np.float32)
     moved = change > MOTION_SIGMAS * sigma[:, None, None]  # (K,H,W) beyond the noise: most pixels are still
-    alone = moved.sum(0) == 1  # (H,W)
+    alone = moved[0] ^ moved[1] if k == 2 else moved.sum(0) == 1  # (H,W) exactly one source moved
     # An object moving covers a patch; a pixel alone beyond 3σ is the noise's tail (a noisy visible camera has
     # many): the smallest opening drops those, so they stay bounded by the mean change.
-    alone = cv2.morphologyEx(alone.astype(np.uint8), cv2.MORPH_OPEN, _MOVER_PATCH).astype(bool)  # (H,W)
-    return np.where(alone, change.max(0), change.mean(0)).astype(np.float32, copy=False)
+    alone = cv2.morphologyEx(alone.view(np.uint8), cv2.MORPH_OPEN, _MOVER_PATCH).view(bool)  # (H,W)
+    bound = change.mean(0) if k != 2 else cv2.addWeighted(change[0], 0.5, change[1], 0.5, 0.0)  # (H,W)
+    np.copyto(bound, change.max(0), where=alone)
+    return bound
 
 
 def stabilise(current: np.ndarray, previous: np.ndarray, map_x: np.ndarray, map_y: np.ndarray,
@@ -105,11 +122,21 @@ def stabilise(current: np.ndarray, previous: np.ndarray, map_x: np.ndarray, map_
     """
     h, w = current.shape
     warped = _warp(previous, map_x, map_y)
-    held = current if bound is None else warped + np.clip(current - warped, -bound, bound)  # (H,W) Y'_t
-    difference = warped - held  # (H,W)
-    out = held + (strength * np.exp(-np.square(difference / sigma))) * difference
+    step = np.subtract(current, warped, dtype=np.float32)  # (H,W) Y_t − P, then Y'_t − P
+    if bound is not None:
+        np.minimum(step, bound, out=step)
+        np.maximum(step, -bound, out=step)
+    # F_t = Y'_t + a·g·(P − Y'_t) = P + step·(1 − a·g), g = exp(−(step/σ)²)
+    factor = np.multiply(step, step)
+    factor *= np.float32(-1.0 / (sigma * sigma))
+    np.exp(factor, out=factor)
+    factor *= np.float32(-strength)
+    factor += np.float32(1.0)
+    out = np.multiply(step, factor, out=factor)
+    out += warped
     inside = (map_x >= 0) & (map_x <= w - 1) & (map_y >= 0) & (map_y <= h - 1)
-    return np.clip(np.where(inside, out, current), 0.0, 1.0).astype(np.float32, copy=False)
+    np.copyto(out, current, where=~inside)
+    return np.clip(out, 0.0, 1.0, out=out)
 
 
 def warp_small(maps: torch.Tensor, map_x: np.ndarray, map_y: np.ndarray, size: tuple[int, int]) -> torch.Tensor:
