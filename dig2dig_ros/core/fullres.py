@@ -77,7 +77,7 @@ def upsample_weights(weights: np.ndarray, guides_small: np.ndarray, guides: np.n
         np.multiply(a, guides[k], out=out[k])
         out[k] += b
     np.clip(out, 0.0, 1.0, out=out)
-    total = out.sum(0, keepdims=True)  # (1,H,W)
+    total = (out[0] + out[1])[None] if len(out) == 2 else out.sum(0, keepdims=True)  # (1,H,W)
     uniform = total < 1e-6  # every weight clipped to 0: fall back to equal shares
     out /= np.maximum(total, 1e-6, out=total)
     if uniform.any():
@@ -101,11 +101,13 @@ def detail_weights(details: np.ndarray, weights: np.ndarray, params: FullResConf
     """Per-pixel weights (K,H,W) of the sources' detail bands (K,H,W), summing to 1."""
     if params.detail == "dig":
         return weights
-    energy = np.stack([cv2.GaussianBlur(d * d, (0, 0), params.saliency_sigma) for d in details])  # (K,H,W)
+    energy = np.empty(details.shape, np.float32)  # (K,H,W) local detail energy
+    for k, d in enumerate(details):
+        cv2.GaussianBlur(np.multiply(d, d, out=energy[k]), (0, 0), params.saliency_sigma, dst=energy[k])
     if params.sharpness != 1:
         energy **= params.sharpness  # in place; numpy's scalar fast paths (0.5: sqrt) as energy ** sharpness
     energy *= weights  # DIG still has its say where both sources carry detail
-    total = energy.sum(0, keepdims=True)  # (1,H,W)
+    total = (energy[0] + energy[1])[None] if len(energy) == 2 else energy.sum(0, keepdims=True)  # (1,H,W)
     empty = total <= 1e-12  # no detail anywhere: the DIG weights
     energy /= np.maximum(total, 1e-12, out=total)
     if empty.any():
@@ -129,7 +131,9 @@ def reconstruct(fused_small: np.ndarray, weights_small: np.ndarray, sources: np.
     if sources_small is None or sources_small.shape[-2:] != small:
         sources_small = np.stack([imaging.resize(c, small) for c in sources])  # (K,h,w)
     weights = upsample_weights(weights_small, sources_small, sources, params)  # (K,H,W)
-    details = np.stack([imaging.resize(c, size, cv2.INTER_LINEAR) for c in sources_small])  # (K,H,W)
+    details = np.empty(sources.shape, np.float32)  # (K,H,W) c_k − up(down(c_k))
+    for k, c in enumerate(sources_small):
+        cv2.resize(c, size[::-1], dst=details[k], interpolation=cv2.INTER_LINEAR)
     np.subtract(sources, details, out=details)
     if params.shrink > 0:
         if noise is None:
@@ -137,8 +141,9 @@ def reconstruct(fused_small: np.ndarray, weights_small: np.ndarray, sources: np.
         for k, sigma in zip(range(len(details)), noise, strict=True):
             details[k] = shrink(details[k], params.shrink * sigma)
     dw = detail_weights(details, weights, params)
-    detail = (dw * details if dw is weights else np.multiply(dw, details, out=dw)).sum(0)  # (H,W)
+    weighted = dw * details if dw is weights else np.multiply(dw, details, out=dw)  # (K,H,W)
+    detail = weighted[0] + weighted[1] if len(weighted) == 2 else weighted.sum(0)  # (H,W)
     if params.detail_gain != 1:
-        detail *= params.detail_gain
-    fused = imaging.resize(fused_small.astype(np.float32), size, cv2.INTER_LINEAR) + detail
-    return np.clip(fused, 0.0, 1.0), weights
+        detail *= np.float32(params.detail_gain)
+    detail += imaging.resize(fused_small.astype(np.float32), size, cv2.INTER_LINEAR)
+    return np.clip(detail, 0.0, 1.0, out=detail), weights
