@@ -18,6 +18,9 @@ sign of the contrast, which flips between thermal and visible, does not matter),
    correlation and residual and the overlap (the fraction of the infrared frame that lands inside the visible
    frame). :func:`check_quality` refuses an estimate the pairs do not support (:class:`EstimateRefused`).
 
+``EstimateSettings.final_motion`` ("affine") and ``perspective_ridge`` (> 0) trade the perspective terms for
+nearness to the size-ratio start; both are off by default (docs/ROBOT.md measures why).
+
 No ROS, no trained model. ``estimate_from_pairs`` is the entry point; ``grid_error`` measures two estimates.
 """
 
@@ -58,6 +61,8 @@ class EstimateSettings:
     min_inlier_fraction: float = 0.5  # refuse below: pairs that agree with the joint estimate
     max_residual_px: float = 8.0  # refuse above: median residual of the inliers (visible px)
     min_overlap: float = 0.25  # refuse below: fraction of the infrared frame inside the visible frame
+    final_motion: str = "homography"  # model of the last ECC level: "homography" or "affine"
+    perspective_ridge: float = 0.0  # > 0: the joint fit pulls the perspective terms (normalised coords) to 0
 
 
 @dataclass(frozen=True)
@@ -157,10 +162,15 @@ def apply(h: np.ndarray, points: np.ndarray) -> np.ndarray:
     return cv2.perspectiveTransform(np.asarray(points, np.float64).reshape(-1, 1, 2), h).reshape(-1, 2)
 
 
+def grid_distances(h: np.ndarray, reference: np.ndarray, ir_size: tuple[int, int], n: int = 5) -> np.ndarray:
+    """Distance in visible px between h and reference at each point of :func:`grid_points`: (n*n,) row-major."""
+    grid = grid_points(ir_size, n)
+    return np.linalg.norm(apply(h, grid) - apply(reference, grid), axis=1)
+
+
 def grid_error(h: np.ndarray, reference: np.ndarray, ir_size: tuple[int, int], n: int = 5) -> tuple[float, float]:
     """(mean, max) distance in visible px between h and reference over an n×n grid of infrared pixels."""
-    grid = grid_points(ir_size, n)
-    d = np.linalg.norm(apply(h, grid) - apply(reference, grid), axis=1)
+    d = grid_distances(h, reference, ir_size, n)
     return float(d.mean()), float(d.max())
 
 
@@ -296,9 +306,11 @@ def _ecc(pair: _Pair, h: np.ndarray, long_side: int, motion: int, iterations: in
     return out / out[2, 2], float(rho)
 
 
-def _consensus(hs: list[np.ndarray], rho: np.ndarray, ir_size: tuple[int, int], tolerance: float
+def _consensus(hs: list[np.ndarray], rho: np.ndarray, ir_size: tuple[int, int], tolerance: float,
+               vis_size: tuple[int, int] | None = None, ridge: float = 0.0
                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The joint H of per-pair estimates: weighted-median grid points, then least squares over the inliers.
+    """The joint H of per-pair estimates: weighted-median grid points, then least squares over the inliers
+    (perspective terms pulled toward 0 by ridge, see :func:`fit_homography`).
     Returns (H, residuals (P,) px, inlier mask (P,))."""
     grid = grid_points(ir_size, 5)
     mapped = np.stack([apply(h, grid) for h in hs])  # (P, 25, 2)
@@ -312,10 +324,36 @@ def _consensus(hs: list[np.ndarray], rho: np.ndarray, ir_size: tuple[int, int], 
     if inlier.sum() == 0:
         return h_med / h_med[2, 2], resid, inlier
     src = np.tile(grid, (int(inlier.sum()), 1))
-    h, _ = cv2.findHomography(src, mapped[inlier].reshape(-1, 2), 0)
-    h = h / h[2, 2]
+    h = fit_homography(src, mapped[inlier].reshape(-1, 2), ir_size, vis_size or ir_size, ridge)
     resid = np.linalg.norm(mapped - apply(h, grid)[None], axis=2).mean(axis=1)
     return h, resid, inlier
+
+
+def _normaliser(size: tuple[int, int]) -> np.ndarray:
+    """The 3×3 map from pixel coordinates of a (h, w) frame to coordinates centred on it, half-diagonal 1."""
+    s = 2.0 / math.hypot(size[0], size[1])
+    return np.array([[s, 0, -s * (size[1] - 1) / 2], [0, s, -s * (size[0] - 1) / 2], [0, 0, 1]])
+
+
+def fit_homography(src: np.ndarray, dst: np.ndarray, ir_size: tuple[int, int], vis_size: tuple[int, int],
+                   ridge: float = 0.0) -> np.ndarray:
+    """The least-squares H (H[2,2] = 1) mapping infrared points src (N,2) to visible points dst (N,2).
+
+    ridge > 0 adds ridge · N · (g² + h²) on the perspective terms g, h of H in frame-normalised coordinates
+    (centred, half-diagonal 1), on the linearised (DLT) residual; ridge = 0 is the plain least-squares fit."""
+    if ridge <= 0:
+        h, _ = cv2.findHomography(np.asarray(src, np.float64), np.asarray(dst, np.float64), 0)
+        return h / h[2, 2]
+    ni, nv = _normaliser(ir_size), _normaliser(vis_size)
+    s, d = apply(ni, src), apply(nv, dst)  # (N,2) each
+    x, y, u, v = s[:, 0], s[:, 1], d[:, 0], d[:, 1]
+    z, o = np.zeros_like(x), np.ones_like(x)
+    a = np.vstack([np.stack([x, y, o, z, z, z, -u * x, -u * y], 1),
+                   np.stack([z, z, z, x, y, o, -v * x, -v * y], 1)])  # (2N, 8)
+    penalty = np.diag([0.0] * 6 + [ridge * len(x)] * 2)
+    p = np.linalg.solve(a.T @ a + penalty, a.T @ np.concatenate([u, v]))
+    h = np.linalg.inv(nv) @ np.append(p, 1.0).reshape(3, 3) @ ni
+    return h / h[2, 2]
 
 
 def _weighted_median(values: np.ndarray, weights: np.ndarray) -> float:
@@ -352,6 +390,8 @@ def estimate_from_pairs(
         if p.ir_size != ir_size or p.vis_size != vis_size:
             raise RegistrationError(f"pair {p.name}: sizes {p.ir_size} / {p.vis_size} differ from the first pair's "
                                     f"{ir_size} / {vis_size}: the pairs must come from one rig")
+    if st.final_motion not in ("homography", "affine"):
+        raise ValueError(f"final_motion must be 'homography' or 'affine', not {st.final_motion!r}")
     h0 = initial if initial is not None else initial_homography(ir_size, vis_size)
     items = [items[i] for i in spread(len(items), st.max_pairs)]
     names = [p.name for p in items]
@@ -362,13 +402,15 @@ def estimate_from_pairs(
     inlier = np.zeros(len(items), bool)
     levels = sorted({min(side, max(vis_size)) for side in st.levels})  # never above the visible resolution
     for level, long_side in enumerate(levels):
-        motion = cv2.MOTION_AFFINE if level < len(levels) - 1 else cv2.MOTION_HOMOGRAPHY
+        last = level == len(levels) - 1
+        motion = cv2.MOTION_HOMOGRAPHY if last and st.final_motion == "homography" else cv2.MOTION_AFFINE
         results = [_ecc(p, h, long_side, motion, st.ecc_iterations, st.ecc_eps) for p in items]
         rho = np.array([r[1] for r in results])
         if not (rho > 0).any():
             break
         tolerance = 2.0 * vis_size[1] / long_side  # two level pixels, in full-resolution px
-        h, resid, inlier = _consensus([r[0] for r in results], rho, ir_size, tolerance)
+        h, resid, inlier = _consensus([r[0] for r in results], rho, ir_size, tolerance, vis_size,
+                                      st.perspective_ridge if last else 0.0)
     quality = [PairQuality(n, float(r), float(d), bool(i)) for n, r, d, i in zip(names, rho, resid, inlier,
                                                                                  strict=True)]
     return HomographyEstimate(
