@@ -12,8 +12,12 @@ import pytest
 
 from dig2dig_ros.core.homography_estimate import (
     EstimateRefused,
+    EstimateSettings,
+    apply,
     check_quality,
     estimate_from_pairs,
+    fit_homography,
+    grid_distances,
     grid_error,
     initial_homography,
     overlap_fraction,
@@ -54,6 +58,31 @@ def test_grid_error_and_overlap_are_what_their_geometry_says():
     assert grid_error(shift, np.eye(3), (100, 100)) == pytest.approx((5.0, 5.0))
     half_out = np.array([[1, 0, 50.0], [0, 1, 0], [0, 0, 1]])  # the right half leaves a 100x100 frame
     assert overlap_fraction(half_out, (100, 100), (100, 100)) == pytest.approx(0.5, abs=0.03)
+
+
+def test_grid_distances_are_per_point_and_row_major():
+    tilt = np.array([[1.0, 0, 0], [0, 1, 0], [0, 0, 1]]) + np.array([[0, 0, 0], [0, 0, 0], [1e-3, 0, 0]])
+    d = grid_distances(tilt, np.eye(3), (101, 101), 3).reshape(3, 3)
+    # x' = x / (1 + 1e-3 x): nothing moves at x = 0; at x = 100, (100, y) goes to (100, y) / 1.1
+    assert np.allclose(d[:, 0], 0.0) and d[0, 2] == pytest.approx(100 - 100 / 1.1)
+    assert d[2, 2] == pytest.approx(np.hypot(100, 100) * (1 - 1 / 1.1))
+
+
+def test_fit_homography_with_a_perspective_ridge():
+    rng = np.random.default_rng(3)
+    ir, vis = (240, 320), (480, 640)
+    src = rng.uniform([0, 0], [319, 239], (40, 2))
+    affine = np.array([[1.9, 0.1, 20.0], [-0.05, 2.1, -8.0], [0, 0, 1]])
+    persp = affine + np.array([[0, 0, 0], [0, 0, 0], [4e-4, -3e-4, 0]])
+    # no ridge: the plain fit recovers any homography; a ridge leaves an affine truth exactly where it is
+    for truth, ridge in ((persp, 0.0), (affine, 0.0), (affine, 10.0)):
+        h = fit_homography(src, apply(truth, src), ir, vis, ridge)
+        assert np.allclose(apply(h, src), apply(truth, src), atol=1e-6), ridge
+    # a strong ridge flattens a perspective truth to (nearly) affine; a weak one barely moves it
+    strong = fit_homography(src, apply(persp, src), ir, vis, 1e3)
+    weak = fit_homography(src, apply(persp, src), ir, vis, 1e-8)
+    assert np.abs(strong[2, :2]).max() < 0.05 * np.abs(persp[2, :2]).max()
+    assert np.abs(apply(weak, src) - apply(persp, src)).max() < 1e-3
 
 
 def test_structure_map_ignores_contrast_sign_and_is_zero_for_a_flat_image():
@@ -130,6 +159,58 @@ def test_llvip_aligned_pairs_of_a_well_aligned_view_stay_near_the_identity(share
     check_quality(est)
     mean, worst = grid_error(est.h, np.eye(3), (1024, 1280))
     assert mean < 5.0 and worst < 16.0, (mean, worst)
+
+
+def edge_tile_shifts(pairs) -> tuple[np.ndarray, np.ndarray]:
+    """Where each well-textured tile of the infrared lies in the visible, by ECC translation of gradient
+    magnitudes (not the estimator's maps or its model): (tile centres (N,2), displacements (N,2)), full-res px."""
+    def grad(img):
+        g = cv2.GaussianBlur(cv2.cvtColor(cv2.resize(img, (640, 512), interpolation=cv2.INTER_AREA),
+                                          cv2.COLOR_BGR2GRAY).astype(np.float32), (0, 0), 1.5)
+        m = cv2.magnitude(cv2.Sobel(g, cv2.CV_32F, 1, 0), cv2.Sobel(g, cv2.CV_32F, 0, 1))
+        return m / (cv2.GaussianBlur(m, (0, 0), 16) + m.mean())
+
+    centres, shifts = [], []
+    for ir, vis in pairs:
+        a, b = grad(ir), grad(vis)  # (512, 640) each
+        for i in range(6):
+            for j in range(8):
+                tile = (slice(i * 512 // 6, (i + 1) * 512 // 6), slice(j * 80, (j + 1) * 80))
+                try:
+                    rho, w = cv2.findTransformECC(a[tile], b[tile], np.eye(2, 3, dtype=np.float32),
+                                                  cv2.MOTION_TRANSLATION, (3, 100, 1e-5), None, 1)
+                except cv2.error:
+                    continue
+                if rho > 0.5 and np.abs(w[:, 2]).max() < 8:  # confident, and not a jump to another edge
+                    centres.append(((j + 0.5) * 160 - 0.5, (i + 0.5) * 1024 / 6 - 0.5))
+                    shifts.append(2.0 * w[:, 2])
+    return np.array(centres), np.array(shifts)
+
+
+def test_llvip_aligned_estimate_follows_the_datasets_own_local_misalignment(shared_data):
+    # The street view (0100xx) is the reason the aligned estimate is ~7 px from the identity (docs/ROBOT.md):
+    # confident edge tiles there are off by ~5 px under the identity, and the estimate explains them better.
+    pairs = llvip_pairs(shared_data)[:3]
+    centres, shifts = edge_tile_shifts(pairs)
+    assert len(centres) >= 20
+    est = estimate_from_pairs(pairs)
+    off_identity = np.median(np.linalg.norm(shifts, axis=1))
+    off_estimate = np.median(np.linalg.norm(shifts - (apply(est.h, centres) - centres), axis=1))
+    assert off_identity > 4.0 and off_estimate < off_identity - 1.0, (off_identity, off_estimate)
+
+
+def test_llvip_affine_last_level_is_nearer_the_identity_but_loses_the_perspective(shared_data):
+    # the trade-off docs/ROBOT.md measures: the street view's own perspective is what keeps the default estimate
+    # ~7 px from the identity, and an estimator without it cannot follow a real perspective warp
+    pairs = llvip_pairs(shared_data)[:2]
+    affine = EstimateSettings(final_motion="affine")
+    full = (1024, 1280)
+    default_h, affine_h = estimate_from_pairs(pairs).h, estimate_from_pairs(pairs, settings=affine).h
+    assert grid_error(affine_h, np.eye(3), full)[0] < grid_error(default_h, np.eye(3), full)[0] - 1.5
+    c = np.array([[1, 0, -639.5], [0, 1, -511.5], [0, 0, 1]])
+    g = np.linalg.inv(c) @ np.array([[1.02, 0.01, 12.0], [-0.01, 0.99, -8.0], [3e-5, -2e-5, 1.0]]) @ c
+    ref = affine_h @ np.linalg.inv(g)  # (the default's 0.13 px on this warp: benchmarks/registration.py)
+    assert grid_error(estimate_from_pairs(warp_ir(pairs, g, full), settings=affine).h, ref / ref[2, 2], full)[0] > 3.0
 
 
 def test_llvip_infrared_with_other_scenes_is_refused(shared_data):
