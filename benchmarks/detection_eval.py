@@ -6,7 +6,10 @@ visible, infrared, `average` (the classical average of the luminances with the v
 through dig2dig_ros.core.fusion.Fuser; a plain mean of the BGR frames when that is unavailable), and, with
 --fused DIR, fused frames named <stem>.png/.jpg. Prints a Markdown table of precision / recall / F1.
 
-    .venv/bin/python benchmarks/detection_eval.py --pt ../shared/data/weights/yolov5n.pt [--fused DIR]
+    .venv/bin/python benchmarks/detection_eval.py --pt ../shared/data/weights/yolov5n.pt [--fused DIR] [--missed]
+
+--missed also lists, per fused folder, the annotated people `average` finds and that folder misses, with the
+score each source's matched detection has (0: missed).
 """
 
 from __future__ import annotations
@@ -59,19 +62,25 @@ def read_persons(xml_path: Path) -> np.ndarray:
     return np.asarray(rows, dtype=np.float32).reshape(-1, 4)
 
 
-def match(boxes: np.ndarray, scores: np.ndarray, truth: np.ndarray, iou: float) -> tuple[int, int, int]:
-    """(tp, fp, fn) of score-ordered detections (N,4) against annotations (G,4), each annotation used once."""
+def matched_scores(boxes: np.ndarray, scores: np.ndarray, truth: np.ndarray, iou: float) -> np.ndarray:
+    """(G,) score of the detection matched to each annotation (G,4), 0 where none: score-ordered detections (N,4),
+    each annotation used once."""
+    got = np.zeros(len(truth), dtype=np.float32)  # (G,)
     if len(truth) == 0 or len(boxes) == 0:
-        return 0, len(boxes), len(truth)
-    ious = box_iou(boxes[np.argsort(-scores, kind="stable")], truth)  # (N,G)
-    used = np.zeros(len(truth), dtype=bool)
-    tp = 0
-    for row in ious:
-        row = np.where(used, -1.0, row)
+        return got
+    order = np.argsort(-scores, kind="stable")
+    ious = box_iou(boxes[order], truth)  # (N,G)
+    for score, row in zip(scores[order], ious, strict=True):
+        row = np.where(got > 0, -1.0, row)
         j = int(row.argmax())
         if row[j] >= iou:
-            used[j] = True
-            tp += 1
+            got[j] = max(float(score), 1e-6)
+    return got
+
+
+def match(boxes: np.ndarray, scores: np.ndarray, truth: np.ndarray, iou: float) -> tuple[int, int, int]:
+    """(tp, fp, fn) of score-ordered detections (N,4) against annotations (G,4), each annotation used once."""
+    tp = int((matched_scores(boxes, scores, truth, iou) > 0).sum())
     return tp, len(boxes) - tp, len(truth) - tp
 
 
@@ -109,6 +118,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--match-iou", type=float, default=0.5)
     parser.add_argument("--input-size", type=int, default=640)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--missed", action="store_true",
+                        help="also list, per --fused folder, the people `average` finds and that folder misses")
     args = parser.parse_args(argv)
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -125,6 +136,7 @@ def main(argv: list[str] | None = None) -> int:
         fuse_average = average_fuser()
         sources = ["visible", "infrared", "average"] + [f"fused: {d.name}" for d in args.fused]
         tallies = {name: Tally() for name in sources}
+        missed: dict[str, list[str]] = {name: [] for name in sources[3:]}  # "stem box: scores" lines
         for number in range(args.first, args.last + 1):
             stem = f"{number:06d}"
             xml = args.llvip / "annotations" / f"{stem}.xml"
@@ -141,14 +153,21 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"note: no fused frame for {stem} in {folder}", file=sys.stderr)
                     continue
                 frames[f"fused: {folder.name}"] = cv2.imread(str(path))
+            found = {}  # source → (G,) matched scores
             for name, frame in frames.items():
                 start = time.perf_counter()
                 dets = detector(frame)
                 tally = tallies[name]
                 tally.seconds += time.perf_counter() - start
                 tally.frames += 1
-                tp, fp, fn = match(dets.boxes, dets.scores, truth, args.match_iou)
-                tally.tp, tally.fp, tally.fn = tally.tp + tp, tally.fp + fp, tally.fn + fn
+                found[name] = matched_scores(dets.boxes, dets.scores, truth, args.match_iou)
+                tp = int((found[name] > 0).sum())
+                tally.tp, tally.fp = tally.tp + tp, tally.fp + len(dets.boxes) - tp
+                tally.fn += len(truth) - tp
+            for name in missed.keys() & found.keys():
+                for j in np.flatnonzero((found["average"] > 0) & (found[name] == 0)):
+                    cells = ", ".join(f"{n} {found[n][j]:.2f}" for n in ("visible", "infrared", "average"))
+                    missed[name].append(f"{stem} {truth[j].astype(int).tolist()}: {cells}")
 
     print(
         f"Person detection, LLVIP {args.first:06d}–{args.last:06d}, YOLOv5 input {args.input_size}, "
@@ -158,6 +177,10 @@ def main(argv: list[str] | None = None) -> int:
     print("|---|---|---|---|---|---|---|---|---|")
     for name, tally in tallies.items():
         print(tally.row(name))
+    for name, lines in missed.items() if args.missed else ():
+        print(f"\n{len(lines)} people `average` finds and {name} misses (stem [x0, y0, x1, y1]: matched scores, "
+              "0 = missed):")
+        print("\n".join(lines))
     return 0
 
 
