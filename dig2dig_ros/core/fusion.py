@@ -76,6 +76,10 @@ class BlendMethod:
 
     def run(self, fuser: Fuser, prep: Prepared, timer: StageTimer, warm: WarmStart | None) -> FusionResult:
         """The fused luminance and weights at the input size."""
+        return with_detail(fuser, prep, timer, self.before_detail(fuser, prep, timer, warm))
+
+    def before_detail(self, fuser: Fuser, prep: Prepared, timer: StageTimer, warm: WarmStart | None) -> FusionResult:
+        """The stages up to the detail: the blend's luminance and weights at the size it was solved at."""
         cfg = fuser.config
         working = timer("prepare", stages.to_working, prep.small, prep.valid_small, fuser.prior, fuser.device)
         measured = timer("dig_weights", stages.dig_weights, fuser.prior, working, cfg, fuser.blend_probe,
@@ -83,9 +87,8 @@ class BlendMethod:
         grid = timer("to_solve_size", stages.to_solve_size, prep, working, measured.weights, cfg.fullres,
                      fuser.device)
         solved = timer("solve", stages.solve, grid, cfg.guidance, cfg.output_range)
-        full = timer("detail", stages.detail, solved, prep, cfg.fullres)
         w = measured.weighting
-        return _result(full, working, w.history, w.cumulative, measured.prior_calls, gain=w.gain)
+        return _result(solved, working, w.history, w.cumulative, measured.prior_calls, gain=w.gain)
 
     def at_working_size(self, fuser: Fuser, working: Working, small: np.ndarray, timer: StageTimer,
                         warm: WarmStart | None) -> FusionResult:
@@ -107,11 +110,12 @@ class SamplerMethod:
 
     def run(self, fuser: Fuser, prep: Prepared, timer: StageTimer, warm: WarmStart | None) -> FusionResult:
         """The fused luminance and weights at the input size."""
+        return with_detail(fuser, prep, timer, self.before_detail(fuser, prep, timer, warm))
+
+    def before_detail(self, fuser: Fuser, prep: Prepared, timer: StageTimer, warm: WarmStart | None) -> FusionResult:
+        """The stages up to the detail: the sampler's luminance and weights at the working size."""
         working = timer("prepare", stages.to_working, prep.small, prep.valid_small, fuser.prior, fuser.device)
-        out = self.at_working_size(fuser, working, prep.small, timer, warm)
-        out.luminance, out.weights = _pair(timer("detail", stages.detail, Solved(out.luminance, out.weights), prep,
-                                                 fuser.config.fullres))
-        return out
+        return self.at_working_size(fuser, working, prep.small, timer, warm)
 
     def at_working_size(self, fuser: Fuser, working: Working, small: np.ndarray, timer: StageTimer,
                         warm: WarmStart | None) -> FusionResult:
@@ -132,8 +136,12 @@ class ClassicalMethod:
                             luminance=timer("solve", stages.classical, prep.sources, fuser.config.method))
 
 
-def _pair(solved: Solved) -> tuple[np.ndarray, np.ndarray]:
-    return solved.luminance, solved.weights
+def with_detail(fuser: Fuser, prep: Prepared, timer: StageTimer, out: FusionResult) -> FusionResult:
+    """``out`` (a method's ``before_detail``) with its luminance and weights brought to the input size
+    (stages.detail)."""
+    full = timer("detail", stages.detail, Solved(out.luminance, out.weights), prep, fuser.config.fullres)
+    out.luminance, out.weights = full.luminance, full.weights
+    return out
 
 
 def _methods() -> dict[str, BlendMethod | SamplerMethod | ClassicalMethod]:

@@ -15,8 +15,13 @@ output where the two agree. A frame is fused on its own instead for the first fr
 going back, or a gap longer than `video.max_gap`), when the scene changed too much (mean absolute change of the
 sources at the working size above `video.max_change`), and when the working size or settings changed.
 
-The frame runs the fuser's stages by name (stages.py): prepare, then ``flow`` (the motion to the last frame),
-the method's stages up to the detail, ``stabilise``, and ``compose``; ``Fuser.profile`` times each.
+The frame runs the fuser's stages by name (stages.py) in two halves that two threads can run on consecutive
+frames at once (the fusion node's pipeline): :meth:`VideoFuser.front` runs prepare, ``flow`` (the motion to the
+last frame) and the method's stages up to the detail, and hands a :class:`Pending` frame to
+:meth:`VideoFuser.back`, which runs ``detail``, ``stabilise`` and ``compose``. Each half keeps what it needs from
+the previous frame on its own (:class:`FrontState`, :class:`BackState`); the back must see every front result in
+order, and stabilises a frame only against the output of the frame its motion was measured to.
+``VideoFuser(...)(images)`` is ``back(front(images))``. ``Fuser.profile`` times each stage.
 """
 
 from __future__ import annotations
@@ -26,41 +31,78 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 
 from dig2dig_ros.core import temporal
-from dig2dig_ros.core.fusion import Fuser, FusionResult, WarmStart
+from dig2dig_ros.core.fusion import ClassicalMethod, Fuser, FusionResult, Prepared, WarmStart, with_detail
+from dig2dig_ros.core.stages import StageTimer
 
 
 @dataclass
-class VideoState:
-    """What the next frame needs from the last one."""
+class FrontState:
+    """What the next frame's front half needs from the last one."""
 
+    index: int  # the frame's number in this sequence
     stamp: float | None
     small: np.ndarray  # (K,h,w) the sources at the working size
-    result: FusionResult  # its luminance is the published (stabilised) one
     guide: np.ndarray  # (H,W) uint8 the frame the flow is measured on
-    sources: np.ndarray  # (K,H,W) the sources' luminance at the input size (the stabilisation's bound)
+    sample: torch.Tensor | None  # (1,C,H',W') the sampler's final sample (sampler methods)
+    gain: torch.Tensor | None  # (K,1,H',W') the DIG gain (dig-blend)
     since_measure: int = 0  # dig-blend: frames since DIG was last measured
 
 
+@dataclass
+class BackState:
+    """What the next frame's back half needs from the last one."""
+
+    index: int  # the frame these are from
+    luminance: np.ndarray  # (H,W) float32 its published (stabilised) luminance
+    sources: np.ndarray  # (K,H,W) its sources' luminance at the input size (the stabilisation's bound)
+
+
+@dataclass
+class Pending:
+    """A frame between the halves: fused up to the detail by :meth:`VideoFuser.front`, for :meth:`VideoFuser.back`."""
+
+    index: int | None  # the frame's number in the sequence (None: video mode off, no state)
+    previous: int | None  # the frame ``coords`` point into (None: no motion, the frame is not stabilised)
+    prep: Prepared
+    result: FusionResult  # luminance and weights at the solve size (``detailed`` False) or the input size
+    detailed: bool  # False: the back still runs the detail
+    coords: tuple[np.ndarray, np.ndarray] | None  # (H,W) each: where each pixel of this frame was in ``previous``
+    reason: str  # why the frame ran in full ("warm" when it was warm-started; "video mode off...")
+    seconds: float  # the front half's own time
+
+
 class VideoFuser:
-    """Fuses consecutive frames with warm starts; ``last_reason`` says why a frame ran in full (or "warm")."""
+    """Fuses consecutive frames with warm starts; ``last_reason`` says why a frame ran in full (or "warm").
+
+    :meth:`front` and :meth:`back` may run at the same time on different frames (one thread each); each of them
+    must not be called from two threads at once.
+    """
 
     def __init__(self, fuser: Fuser) -> None:
         self.fuser = fuser
-        self.state: VideoState | None = None
+        self.front_state: FrontState | None = None
+        self.back_state: BackState | None = None
         self.last_reason = "first frame"
         self.motion = temporal.MotionCompensator()
+        self._count = 0  # frames the front half has started
+
+    @property
+    def state(self) -> FrontState | None:
+        """The front half's state (the one a cancelled or failed frame leaves as it was)."""
+        return self.front_state
 
     def reset(self) -> None:
         """Forget the previous frame: the next one runs in full."""
-        self.state = None
+        self.front_state = self.back_state = None
 
     def cold_reason(self, small: np.ndarray, stamp: float | None) -> str | None:
         """Why this frame (sources (K,h,w) at the working size, stamp in seconds) must run from noise, or None."""
         cfg = self.fuser.config.video
-        state = self.state
-        if state is None or (state.result.sample is None and state.result.gain is None):
+        state = self.front_state
+        if state is None or (state.sample is None and state.gain is None):
             return "first frame"
         if state.small.shape != small.shape:
             return "size changed"
@@ -74,31 +116,21 @@ class VideoFuser:
             return f"scene changed (mean change {change:.3f} > {cfg.max_change})"
         return None
 
-    def _stabilise(self, luminance: np.ndarray, sources: np.ndarray,
-                   coords: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
-        """This frame's fused luminance (H,W) stabilised against the last output, for its sources (K,H,W) and the
-        motion ``coords`` to the last frame (temporal.stabilise)."""
-        cfg, state = self.fuser.config.video, self.state
-        bound = None
-        if cfg.source_bound and state.sources.shape == sources.shape:
-            bound = temporal.source_change(sources, state.sources, *coords)
-        return temporal.stabilise(luminance, state.result.luminance, *coords, cfg.temporal_strength,
-                                  cfg.temporal_sigma, bound)
-
-    def __call__(self, images: list[np.ndarray], stamp: float | None = None,
-                 valid: list[np.ndarray | None] | None = None,
-                 should_stop: Callable[[], bool] | None = None) -> FusionResult:
-        """Fuse one frame of the sequence (as Fuser.__call__), starting from the previous one when it can."""
+    def front(self, images: list[np.ndarray], stamp: float | None = None,
+              valid: list[np.ndarray | None] | None = None,
+              should_stop: Callable[[], bool] | None = None) -> Pending:
+        """The first half of a frame (as Fuser.__call__'s arguments): prepare, the motion to the last frame, the
+        method's stages up to the detail, warm-started from the previous frame when it can."""
+        start = time.perf_counter()
         fuser = self.fuser
         cfg = fuser.config.video
-        if fuser.prior is None or not cfg.enabled:
-            self.last_reason = "video mode off for this method" if cfg.enabled else "video mode off"
-            return fuser(images, valid, should_stop)
-        start = time.perf_counter()
-        timer = fuser.timer()
+        timer = fuser.timer(should_stop)
         prep = fuser.prepare(images, valid)
+        if fuser.prior is None or not cfg.enabled:
+            reason = "video mode off for this method" if cfg.enabled else "video mode off"
+            return self._pending(None, None, prep, self._before_detail(prep, timer, None), None, reason, start)
         reason = self.cold_reason(prep.small, stamp)
-        state = self.state
+        state = self.front_state
         guide = timer("flow", temporal.flow_guide, prep.sources)
         coords = None  # where each pixel of this frame was in the last one
         if reason is None and state.guide.shape == guide.shape:
@@ -107,18 +139,72 @@ class VideoFuser:
         if reason is None and fuser.config.method == "dig-blend":
             since = state.since_measure + 1
             measure = since >= cfg.dig_every
-            gain = state.result.gain
+            gain = state.gain
             if coords is not None and not measure:  # the gain moves with the scene (a walking person's weight)
                 gain = timer("flow", temporal.warp_small, gain, *coords, prep.small.shape[1:])
             warm = WarmStart(gain=gain, measure=measure)
             since = 0 if measure else since
         elif reason is None:
-            warm = WarmStart(sample=state.result.sample, start=min(cfg.start_step, len(fuser.timesteps) - 1))
-        result = fuser.fuse_input_size(prep, should_stop, warm)
-        if coords is not None and cfg.temporal_strength > 0:
-            result.luminance = timer("stabilise", self._stabilise, result.luminance, prep.sources, coords)
+            warm = WarmStart(sample=state.sample, start=min(cfg.start_step, len(fuser.timesteps) - 1))
+        out = self._before_detail(prep, timer, warm)
+        index = self._count
+        self._count += 1
+        previous = state.index if coords is not None else None
+        self.front_state = FrontState(index, stamp, prep.small, guide, out[0].sample, out[0].gain, since)
+        return self._pending(index, previous, prep, out, coords, reason or "warm", start)
+
+    def back(self, pending: Pending, should_stop: Callable[[], bool] | None = None) -> FusionResult:
+        """The second half of a frame from :meth:`front`: the detail, the stabilisation against the last output
+        (when ``pending`` was measured against it), and the colour merge. Call it for every front result, in
+        order."""
+        start = time.perf_counter()
+        fuser, cfg = self.fuser, self.fuser.config.video
+        timer = fuser.timer(should_stop)
+        prep, result = pending.prep, pending.result
+        if not pending.detailed:
+            result = with_detail(fuser, prep, timer, result)
+        state = self.back_state
+        if (pending.coords is not None and cfg.temporal_strength > 0 and state is not None
+                and state.index == pending.previous):
+            result.luminance = timer("stabilise", self._stabilise, result.luminance, prep.sources, pending.coords)
         result.fused = fuser.compose(prep, result.luminance, result.weights)  # once, after the stabilisation
-        self.last_reason = reason or "warm"
-        self.state = VideoState(stamp, prep.small, result, guide, prep.sources, since)
-        result.seconds = time.perf_counter() - start
+        if pending.index is not None:
+            self.back_state = BackState(pending.index, result.luminance, prep.sources)
+        result.seconds = pending.seconds + time.perf_counter() - start
         return result
+
+    def __call__(self, images: list[np.ndarray], stamp: float | None = None,
+                 valid: list[np.ndarray | None] | None = None,
+                 should_stop: Callable[[], bool] | None = None) -> FusionResult:
+        """Fuse one frame of the sequence (as Fuser.__call__), starting from the previous one when it can; a frame
+        that fails or is cancelled leaves the sequence as it was."""
+        before = self.front_state
+        pending = self.front(images, stamp, valid, should_stop)
+        try:
+            return self.back(pending, should_stop)
+        except BaseException:
+            self.front_state = before
+            raise
+
+    def _before_detail(self, prep: Prepared, timer: StageTimer, warm: WarmStart | None) -> tuple[FusionResult, bool]:
+        """The method's stages up to the detail (a classical method: all of them), and whether they included it."""
+        method = self.fuser.method
+        if isinstance(method, ClassicalMethod):
+            return method.run(self.fuser, prep, timer, warm), True
+        return method.before_detail(self.fuser, prep, timer, warm), False
+
+    def _pending(self, index: int | None, previous: int | None, prep: Prepared, out: tuple[FusionResult, bool],
+                 coords: tuple[np.ndarray, np.ndarray] | None, reason: str, start: float) -> Pending:
+        self.last_reason = reason
+        return Pending(index, previous, prep, out[0], out[1], coords, reason, time.perf_counter() - start)
+
+    def _stabilise(self, luminance: np.ndarray, sources: np.ndarray,
+                   coords: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+        """This frame's fused luminance (H,W) stabilised against the last output, for its sources (K,H,W) and the
+        motion ``coords`` to the last frame (temporal.stabilise)."""
+        cfg, state = self.fuser.config.video, self.back_state
+        bound = None
+        if cfg.source_bound and state.sources.shape == sources.shape:
+            bound = temporal.source_change(sources, state.sources, *coords)
+        return temporal.stabilise(luminance, state.luminance, *coords, cfg.temporal_strength,
+                                  cfg.temporal_sigma, bound)
