@@ -280,10 +280,10 @@ def test_bad_pairs_and_failing_fusion_are_named_in_the_status(rig, monkeypatch):
     class Failing:
         config = r.fusion.setup.fuser.config
 
-        def __call__(self, *args, **kwargs):
+        def front(self, *args, **kwargs):
             raise RuntimeError("sampler diverged")
 
-    monkeypatch.setattr(r.fusion.setup, "video", Failing())  # the worker fuses through the video fuser
+    monkeypatch.setattr(r.fusion.setup, "video", Failing())  # the worker fuses through the video fuser's halves
     start = time.monotonic()
     sec = 10
     while time.monotonic() - start < 3.0:
@@ -450,9 +450,12 @@ def test_stop_cancels_a_long_frame_and_publishes_nothing_after(rig):
     real_video = r.fusion.setup.video  # the worker fuses through the video fuser
 
     class Watched:
-        def __call__(self, *args, **kwargs):
+        def front(self, *args, **kwargs):
             started.set()
-            return real_video(*args, **kwargs)
+            return real_video.front(*args, **kwargs)
+
+        def back(self, *args, **kwargs):
+            return real_video.back(*args, **kwargs)
 
     r.fusion.setup.video = Watched()
     ir, vis = pair((128, 160))
@@ -463,7 +466,7 @@ def test_stop_cancels_a_long_frame_and_publishes_nothing_after(rig):
     r.fusion.stop()
     took = time.monotonic() - t0
     assert took < 2.0, f"stop() waited {took:.1f} s for the frame to finish"
-    assert not r.fusion.worker._thread.is_alive()
+    assert not r.fusion.worker.alive()  # both threads of the pipeline
     r.spin(timeout=0.5)
     assert fused == [] and r.fusion.counts["fused"] == 0 and r.fusion.counts["failed"] == 0
 

@@ -7,6 +7,11 @@ geometry (`ir.homography`, dig2dig_ros.core.registration) → fuse (dig2dig_ros.
 with the header and size of the reference input. Outputs nobody subscribes to are not built. Pairs that
 arrive while the worker is busy replace the waiting one (newest wins) and are counted as dropped; bad frames
 are logged, counted and skipped. Counters and a health status go to /diagnostics.
+
+With `pipeline` (the default) the worker has two threads (node_support.TwoStageWorker): the front converts the
+pair and fuses it up to the blend solve (VideoFuser.front), the back runs the detail, the stabilisation, the
+colour merge and publishing (VideoFuser.back) for every front result in order, while the front works on the
+next pair.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import sys
 import threading
 import time
 from collections import deque
+from dataclasses import dataclass
 from typing import Any
 
 import cv2
@@ -32,12 +38,12 @@ from dig2dig_ros.core.imaging import weight_overlay  # a module name: the subscr
 from dig2dig_ros.core.priors import PriorError, load_prior
 from dig2dig_ros.core.registration import RegistrationError, register_pair
 from dig2dig_ros.core.thermal import ThermalSettings, prepare_infrared
-from dig2dig_ros.core.video import VideoFuser
+from dig2dig_ros.core.video import Pending, VideoFuser
 from dig2dig_ros.ros import conversions
 from dig2dig_ros.ros.node_support import (
     CountsFailures,
-    NewestWorker,
     StartupError,
+    TwoStageWorker,
     descriptor,
     diagnostics,
     run_node,
@@ -68,6 +74,17 @@ class _Setup:
     def __init__(self, fuser: Fuser, values: dict[str, Any], thermal: ThermalSettings, h: np.ndarray | None):
         self.fuser, self.values, self.thermal, self.homography = fuser, values, thermal, h
         self.video = VideoFuser(fuser)  # frames as a sequence (video.enabled); a new setup starts afresh
+
+
+@dataclass
+class _InFlight:
+    """A pair between the worker's halves: fused up to the detail, with what publishing it needs."""
+
+    setup: _Setup  # the one its front ran with: its back runs with the same (a parameter change never mixes)
+    pending: Pending
+    header: Any  # the reference input's header, copied onto every output
+    skew: float  # seconds between the pair's stamps
+    start: float  # perf_counter when the worker took the pair
 
 
 class FusionNode(CountsFailures, Node):
@@ -156,13 +173,15 @@ class FusionNode(CountsFailures, Node):
             wait = float(values["sync.max_wait"])
             steady_timer(self, max(0.02, wait / 4), lambda: self.sync.flush_stale(wait))
         self._warm_up()
-        self.worker = NewestWorker(self._fuse_pair, "dig2dig_fusion_worker", on_error=self._failed)
+        self.worker = TwoStageWorker(self._fuse_front, self._fuse_back, "dig2dig_fusion_worker",
+                                     on_error=self._failed, pipelined=bool(values["pipeline"]))
         cfg = self.setup.fuser.config
         registered = "registered by ir.homography" if self.setup.homography is not None else "aligned"
         self.get_logger().info(
             f"fusing {self.subs[0].resolved_topic} + {self.subs[1].resolved_topic} ({registered}) → "
             f"{self.pub_fused.topic_name}: method {cfg.method}, prior {values['prior']} on {self.setup.fuser.device}, "
-            f"{cfg.sampler.steps} steps, working size {cfg.max_side or 'input'}, slop {values['sync.slop']} s")
+            f"{cfg.sampler.steps} steps, working size {cfg.max_side or 'input'}, slop {values['sync.slop']} s, "
+            f"{'pipelined on two threads' if values['pipeline'] else 'one frame at a time'}")
 
     def _make_setup(self, values: dict[str, Any]) -> _Setup:
         """Everything a frame needs from the parameters; raises ValueError naming what is wrong."""
@@ -258,49 +277,61 @@ class FusionNode(CountsFailures, Node):
             return _size_problem(sizes[0], sizes[1])
         return None
 
-    # -- worker: convert → normalise → register → fuse → publish ------------------------------------------------
-    def _fuse_pair(self, pair: tuple[Any, Any]) -> None:
+    # -- worker: convert → normalise → register → fuse (front) | finish → publish (back) -------------------------
+    def _fuse_front(self, pair: tuple[Any, Any]) -> _InFlight | None:
+        """The pair converted, normalised, registered and fused up to the detail; None when there is nothing to
+        finish (a bad pair, a failure, the node stopping)."""
         start = time.perf_counter()
         ir_msg, vis_msg = pair
         with self.lock:
             setup = self.setup
-        values = setup.values
         try:
             images, valid, stretched = self._prepare(ir_msg, vis_msg, setup)
         except (conversions.ConversionError, RegistrationError) as exc:  # a bad frame: counted and skipped
             self._bad(str(exc) or type(exc).__name__)
-            return
+            return None
         except Exception as exc:  # noqa: BLE001 - a fault of ours (normalisation, registration), not of the frame
             self._failed(exc, "preparing the pair failed")
-            return
+            return None
         if stretched:
             self._count("stretched")
             self.get_logger().warning(stretched, throttle_duration_sec=10.0)
         with self.lock:
             self.outcomes.append((time.monotonic(), True))
-        header = vis_msg.header if values["reference_frame"] == "visible" else ir_msg.header
+        header = vis_msg.header if setup.values["reference_frame"] == "visible" else ir_msg.header
         try:
-            result = setup.video(images, stamp=_stamp_ns(header) / 1e9, valid=valid,
-                                 should_stop=self._stopping.is_set)
+            pending = setup.video.front(images, stamp=_stamp_ns(header) / 1e9, valid=valid,
+                                        should_stop=self._stopping.is_set)
+        except FusionCancelled:
+            return None  # the node is stopping
+        except Exception as exc:  # noqa: BLE001 - keep running: one bad frame must not stop the node
+            self._failed(exc, "fusion failed")
+            return None
+        return _InFlight(setup, pending, header, abs(_stamp_s(ir_msg) - _stamp_s(vis_msg)), start)
+
+    def _fuse_back(self, flight: _InFlight) -> None:
+        """The rest of a front result: detail, stabilisation, colour merge; then publishing and the counters."""
+        setup, values = flight.setup, flight.setup.values
+        try:
+            result = setup.video.back(flight.pending, should_stop=self._stopping.is_set)
         except FusionCancelled:
             return  # the node is stopping
         except Exception as exc:  # noqa: BLE001 - keep running: one bad frame must not stop the node
             self._failed(exc, "fusion failed")
             return
-        reason = setup.video.last_reason
+        reason = flight.pending.reason
         if reason not in ("warm", "first frame") and not reason.startswith("video mode off"):
             self._count("video_restarts")  # video mode fused this frame on its own: say why
             self.get_logger().info(f"video mode: frame fused on its own ({reason})", throttle_duration_sec=5.0)
-        if not self._publish(result, header, values):
+        if not self._publish(result, flight.header, values):
             return
-        latency = time.perf_counter() - start
-        skew = abs(_stamp_s(ir_msg) - _stamp_s(vis_msg))
-        age = (self.get_clock().now().nanoseconds - _stamp_ns(header)) / 1e9
+        latency = time.perf_counter() - flight.start  # from taking the pair to published, both halves and the wait
+        age = (self.get_clock().now().nanoseconds - _stamp_ns(flight.header)) / 1e9
         with self.lock:
             self.counts["fused"] += 1
             self.latencies.append(latency)
             self.ages.append(age)
-            self.skews.append(skew)
+            self.skews.append(flight.skew)
             self.unfused_since = None
             fused = self.counts["fused"]
             c = dict(self.counts)
@@ -462,7 +493,8 @@ class FusionNode(CountsFailures, Node):
             self.get_logger().warning(message, throttle_duration_sec=10.0)
 
     def stop(self) -> None:
-        """Cancel the frame in progress (between sampler steps), stop the worker; nothing is published after."""
+        """Cancel the frames in progress (between sampler steps and stages), stop both of the worker's threads;
+        nothing is published after."""
         self._stopping.set()
         with self._publish_lock:
             self._closed = True

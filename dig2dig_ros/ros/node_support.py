@@ -1,5 +1,5 @@
-"""What every dig2dig node shares: start-up errors, parameter descriptors, the newest-wins worker, diagnostics,
-and the run-until-shutdown entry."""
+"""What every dig2dig node shares: start-up errors, parameter descriptors, the newest-wins worker (and its
+two-stage pipelined form), diagnostics, and the run-until-shutdown entry."""
 
 from __future__ import annotations
 
@@ -134,6 +134,79 @@ class NewestWorker:
             self._on_error(exc)
         except Exception:  # noqa: BLE001 - an error handler that fails must not end the worker either
             traceback.print_exc()
+
+
+class TwoStageWorker(NewestWorker):
+    """A frame in two halves on two threads: ``front(item)`` runs for the newest submitted item as NewestWorker's
+    ``handle`` does (newest wins; ``submit`` says when it replaced one), and returns what the back half needs, or
+    None (nothing to finish); ``back(that)`` runs on a second thread for every front result, in order, so the
+    front of frame t+1 runs while the back of frame t does.
+
+    The hand-over holds one result: a front that finishes while the back is still busy waits (back-pressure: the
+    newest-wins slot absorbs what arrives meanwhile, counted as drops), and nothing is dropped between the halves.
+    With ``pipelined`` False the back runs right after the front on the front's thread (one frame at a time).
+    An exception that escapes either half goes to ``on_error``; neither thread ends on one.
+    """
+
+    def __init__(self, front: Callable[[Any], Any], back: Callable[[Any], None], name: str,
+                 on_error: Callable[[Exception], None] | None = None, pipelined: bool = True) -> None:
+        self._front, self._back, self.pipelined = front, back, pipelined
+        self._hand = threading.Condition()
+        self._handed: Any = None  # the front result the back has not finished yet
+        self._handed_set = False
+        self._back_running = True
+        self._back_thread = threading.Thread(target=self._run_back, name=f"{name}_back", daemon=True)
+        super().__init__(self._run_front, name, on_error)
+        if pipelined:
+            self._back_thread.start()
+
+    def alive(self) -> bool:
+        """Whether any of the worker's threads still runs."""
+        return self._thread.is_alive() or self._back_thread.is_alive()
+
+    def stop(self, timeout: float = 10.0) -> bool:
+        """Stop after the halves in progress; a waiting item and a front result not yet taken are discarded. False
+        when a thread is still running after ``timeout`` seconds."""
+        deadline = time.monotonic() + timeout
+        with self._hand:
+            self._back_running = False
+            self._hand.notify_all()
+        front = super().stop(timeout)
+        if self._back_thread.is_alive():
+            self._back_thread.join(timeout=max(0.0, deadline - time.monotonic()))
+        return front and not self._back_thread.is_alive()
+
+    def _run_front(self, item: Any) -> None:
+        out = self._front(item)
+        if out is None:
+            return
+        if not self.pipelined:
+            self._back(out)
+            return
+        with self._hand:
+            while self._handed_set and self._back_running:  # the back is still busy with the last one
+                self._hand.wait(timeout=0.5)
+            if not self._back_running:
+                return  # stopping: nothing more is finished
+            self._handed, self._handed_set = out, True
+            self._hand.notify_all()
+
+    def _run_back(self) -> None:
+        while True:
+            with self._hand:
+                while not self._handed_set and self._back_running:
+                    self._hand.wait(timeout=0.5)
+                if not self._back_running:
+                    return
+                out = self._handed
+            try:
+                self._back(out)
+            except Exception as exc:  # noqa: BLE001 - the worker must outlive any error
+                self._report(exc)
+            finally:
+                with self._hand:  # only now may the front hand over the next one
+                    self._handed, self._handed_set = None, False
+                    self._hand.notify_all()
 
 
 class CountsFailures:

@@ -79,6 +79,10 @@ NODE_PARAMS: list[ParamSpec] = [
               read_only=True),
     ParamSpec("torch_threads", 0, "CPU threads torch may use (0 = torch's default); leave cores to DDS",
               low=0, high=256, read_only=True),
+    ParamSpec("pipeline", True,
+              "fuse on two threads: the next pair's first half (up to the blend solve) while this pair's detail, "
+              "stabilisation and publishing run (more frames/s on a multi-core CPU); false = one frame at a time",
+              read_only=True),
 ]
 
 FUSION_DESCRIPTIONS: dict[str, str] = {
