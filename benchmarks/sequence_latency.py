@@ -9,6 +9,10 @@ around the node's own calls, the fusion stages from `Fuser.profile` (dig2dig_ros
 
     .venv/bin/python benchmarks/sequence_latency.py --sequence ../shared/data/sequences/m3svd_0117_1605 \\
         [--size 1280x960] [--frames 150] [--rate 25] [--threads 2] [--prior bundled] [--set method=dig ...]
+
+``--set`` reaches every node parameter, e.g. ``--set pipeline=false`` (one frame at a time instead of the two
+threads of the pipelined worker). With the pipeline on, the stage rows of the two halves overlap in time: their sum
+is more than the time between fused frames.
 """
 
 from __future__ import annotations
@@ -149,7 +153,7 @@ def main() -> int:
     cfg = node.fuser.config
     print(f"{args.sequence.name} at {w}x{h}, {args.frames} pairs at {args.rate:g} Hz, prior {args.prior}, "
           f"method {cfg.method}, working size {cfg.max_side}, video {'on' if cfg.video.enabled else 'off'}, "
-          f"{args.threads} threads\n")
+          f"pipeline {'on' if node.worker.pipelined else 'off'}, {args.threads} threads\n")
     print(f"fused {fused} of {args.frames}: {fused_in_time / sent_for:.1f} frames/s; latency median "
           f"{statistics.median(latencies):.0f} ms, p95 {np.percentile(latencies, 95):.0f} ms\n")
     print("| stage | ms per fused frame |\n|---|---|")

@@ -13,6 +13,7 @@ own, discovery on this host only; every process is ended with SIGINT (never ``ki
     python benchmarks/stock_cameras.py --synthetic            # without ../shared: the bundled sample scene
     python benchmarks/stock_cameras.py --case reliable --sequence ../shared/data/sequences/m3svd_0117_1605 \
         --pairs 100 --rate 25 --width 640 --height 480          # a real video at camera rate
+    python benchmarks/stock_cameras.py ... --set pipeline=false   # a fusion node parameter (config/fusion.yaml)
 
 Prints one table row per case: pairs sent, pairs fused, losses reported, seconds to the first "lost" WARN.
 """
@@ -25,6 +26,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -217,6 +219,23 @@ def run_case(case: str, pairs: int, rate: float, data: str, size: tuple[int, int
     return result
 
 
+def fusion_params(settings: list[str]) -> str:
+    """config/fusion.yaml with the fusion node's parameters ``name=value`` (dotted names, YAML values) set."""
+    import yaml
+
+    config = yaml.safe_load((REPO / "config" / "fusion.yaml").read_text())
+    for item in settings:
+        name, sep, value = item.partition("=")
+        if not sep:
+            raise SystemExit(f"--set takes NAME=VALUE, got {item!r}")
+        node = config["/**/dig2dig_fusion"]["ros__parameters"]
+        *groups, leaf = name.split(".")
+        for group in groups:
+            node = node.setdefault(group, {})
+        node[leaf] = yaml.safe_load(value)
+    return yaml.safe_dump(config)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--role", choices=("measure", "camera"), default="measure")
@@ -229,6 +248,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--width", type=int, default=1280)
     parser.add_argument("--height", type=int, default=1024)
     parser.add_argument("--warmup", type=float, default=3.0, help="seconds the camera publishes before measuring")
+    parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                        help="a fusion node parameter (dotted name), e.g. pipeline=false; given to the graph in a "
+                             "copy of config/fusion.yaml")
     args = parser.parse_args(argv)
     if args.synthetic:
         args.data = "synthetic"
@@ -238,9 +260,16 @@ def main(argv: list[str] | None = None) -> int:
         return camera(args)
     print(f"| camera process (no profile), {args.width}x{args.height} | pairs fused | dropped while busy | ir_lost | "
           "visible_lost | first 'lost' WARN |\n|---|---|---|---|---|---|")
+    graph_args = []
+    if args.set:
+        params = tempfile.NamedTemporaryFile("w", suffix=".yaml", prefix="stock_cameras_", delete=False)
+        params.write(fusion_params(args.set))
+        params.close()
+        graph_args = ["--params", params.name]
+        print(f"fusion node parameters: {', '.join(args.set)}", file=sys.stderr)
     for case in CASES if args.case == "both" else (args.case,):
         pairs, rate = args.pairs or CASES[case][0], args.rate or CASES[case][1]
-        r = run_case(case, pairs, rate, args.data, (args.width, args.height), args.warmup)
+        r = run_case(case, pairs, rate, args.data, (args.width, args.height), args.warmup, graph_args=graph_args)
         warn = "none" if r.first_lost_warn_s is None else f"{r.first_lost_warn_s} s"
         print(f"| {case.replace('_', ' ')} at {rate:g} Hz | {r.fused} of {r.sent} | {r.dropped_busy} | {r.ir_lost} "
               f"| {r.visible_lost} | {warn} |", flush=True)
