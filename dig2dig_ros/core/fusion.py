@@ -80,15 +80,21 @@ class BlendMethod:
 
     def before_detail(self, fuser: Fuser, prep: Prepared, timer: StageTimer, warm: WarmStart | None) -> FusionResult:
         """The stages up to the detail: the blend's luminance and weights at the size it was solved at."""
+        return with_solve(fuser, timer, *self.before_solve(fuser, prep, timer, warm))
+
+    def before_solve(self, fuser: Fuser, prep: Prepared, timer: StageTimer, warm: WarmStart | None
+                     ) -> tuple[stages.SolveGrid, FusionResult]:
+        """The stages up to the blend's solve: the grid it is solved on, and the result without its luminance
+        and weights (:func:`with_solve` adds them)."""
         cfg = fuser.config
         working = timer("prepare", stages.to_working, prep.small, prep.valid_small, fuser.prior, fuser.device)
         measured = timer("dig_weights", stages.dig_weights, fuser.prior, working, cfg, fuser.blend_probe,
                          fuser.generator(), warm)
         grid = timer("to_solve_size", stages.to_solve_size, prep, working, measured.weights, cfg.fullres,
                      fuser.device)
-        solved = timer("solve", stages.solve, grid, cfg.guidance, cfg.output_range)
         w = measured.weighting
-        return _result(solved, working, w.history, w.cumulative, measured.prior_calls, gain=w.gain)
+        unsolved = Solved(np.empty(0, np.float32), np.empty(0, np.float32))
+        return grid, _result(unsolved, working, w.history, w.cumulative, measured.prior_calls, gain=w.gain)
 
     def at_working_size(self, fuser: Fuser, working: Working, small: np.ndarray, timer: StageTimer,
                         warm: WarmStart | None) -> FusionResult:
@@ -134,6 +140,13 @@ class ClassicalMethod:
         """The fused luminance at the input size."""
         return FusionResult(fused=np.empty(0, np.uint8), weights=None,
                             luminance=timer("solve", stages.classical, prep.sources, fuser.config.method))
+
+
+def with_solve(fuser: Fuser, timer: StageTimer, grid: stages.SolveGrid, out: FusionResult) -> FusionResult:
+    """``out`` (BlendMethod.before_solve's) with the blend's luminance and weights solved on ``grid``."""
+    solved = timer("solve", stages.solve, grid, fuser.config.guidance, fuser.config.output_range)
+    out.luminance, out.weights = solved.luminance, solved.weights
+    return out
 
 
 def with_detail(fuser: Fuser, prep: Prepared, timer: StageTimer, out: FusionResult) -> FusionResult:

@@ -34,8 +34,17 @@ import numpy as np
 import torch
 
 from dig2dig_ros.core import temporal
-from dig2dig_ros.core.fusion import ClassicalMethod, Fuser, FusionResult, Prepared, WarmStart, with_detail
-from dig2dig_ros.core.stages import StageTimer
+from dig2dig_ros.core.fusion import (
+    BlendMethod,
+    ClassicalMethod,
+    Fuser,
+    FusionResult,
+    Prepared,
+    WarmStart,
+    with_detail,
+    with_solve,
+)
+from dig2dig_ros.core.stages import SolveGrid, StageTimer
 
 
 @dataclass
@@ -69,6 +78,7 @@ class Pending:
     prep: Prepared
     result: FusionResult  # luminance and weights at the solve size (``detailed`` False) or the input size
     detailed: bool  # False: the back still runs the detail
+    grid: SolveGrid | None  # dig-blend's grid when the back solves the blend too (no detail step: see front)
     coords: tuple[np.ndarray, np.ndarray] | None  # (H,W) each: where each pixel of this frame was in ``previous``
     reason: str  # why the frame ran in full ("warm" when it was warm-started; "video mode off...")
     seconds: float  # the front half's own time
@@ -161,6 +171,8 @@ class VideoFuser:
         fuser, cfg = self.fuser, self.fuser.config.video
         timer = fuser.timer(should_stop)
         prep, result = pending.prep, pending.result
+        if pending.grid is not None:
+            result = with_solve(fuser, timer, pending.grid, result)
         if not pending.detailed:
             result = with_detail(fuser, prep, timer, result)
         state = self.back_state
@@ -186,17 +198,27 @@ class VideoFuser:
             self.front_state = before
             raise
 
-    def _before_detail(self, prep: Prepared, timer: StageTimer, warm: WarmStart | None) -> tuple[FusionResult, bool]:
-        """The method's stages up to the detail (a classical method: all of them), and whether they included it."""
+    def _before_detail(self, prep: Prepared, timer: StageTimer, warm: WarmStart | None
+                       ) -> tuple[FusionResult, bool, SolveGrid | None]:
+        """The method's stages up to the detail (a classical method: all of them), whether they included it, and
+        dig-blend's grid when the solve is left to the back half.
+
+        Where the input is no larger than the size dig-blend solves at, the detail step has nothing to add and the
+        back half would only stabilise and compose: the blend's solve moves there, so the halves balance.
+        """
         method = self.fuser.method
         if isinstance(method, ClassicalMethod):
-            return method.run(self.fuser, prep, timer, warm), True
-        return method.before_detail(self.fuser, prep, timer, warm), False
+            return method.run(self.fuser, prep, timer, warm), True, None
+        if isinstance(method, BlendMethod) and prep.solve.shape[1:] == prep.size:
+            grid, out = method.before_solve(self.fuser, prep, timer, warm)
+            return out, False, grid
+        return method.before_detail(self.fuser, prep, timer, warm), False, None
 
-    def _pending(self, index: int | None, previous: int | None, prep: Prepared, out: tuple[FusionResult, bool],
-                 coords: tuple[np.ndarray, np.ndarray] | None, reason: str, start: float) -> Pending:
+    def _pending(self, index: int | None, previous: int | None, prep: Prepared,
+                 out: tuple[FusionResult, bool, SolveGrid | None], coords: tuple[np.ndarray, np.ndarray] | None,
+                 reason: str, start: float) -> Pending:
         self.last_reason = reason
-        return Pending(index, previous, prep, out[0], out[1], coords, reason, time.perf_counter() - start)
+        return Pending(index, previous, prep, out[0], out[1], out[2], coords, reason, time.perf_counter() - start)
 
     def _stabilise(self, luminance: np.ndarray, sources: np.ndarray,
                    coords: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
