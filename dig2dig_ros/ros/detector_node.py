@@ -74,7 +74,7 @@ except ImportError:  # pip-only: publish JSON on detections/json instead
     Detection2D = Detection2DArray = LabelInfo = ObjectHypothesisWithPose = VisionClass = None
 
 HAVE_VISION_MSGS = Detection2DArray is not None
-QOS_REFRESH_S = 1.0  # how often the input's publishers are re-read
+QOS_REFRESH_S = 0.25  # how often the input's publishers are re-read
 RECENT_S = 3.0  # the window recent losses and failures are taken over
 WORKER_STOP_S = 10.0
 _DEFAULTS = DetectorConfig()

@@ -60,7 +60,7 @@ SILENT_S = 2.0
 STALL_S = 2.0
 RECENT_S = 3.0  # the window "recent" pairs, failures and rates are taken over
 RATE_WINDOW_S = 5.0
-QOS_REFRESH_S = 1.0  # how often the inputs' publishers are re-read (cameras that start late, or change QoS)
+QOS_REFRESH_S = 0.25  # how often the inputs' publishers are re-read (cameras that start late, or change QoS)
 WORKER_STOP_S = 10.0  # stop() waits this long for the frame in progress
 # Aspect ratios that differ by more than this are stretched only with a warning.
 ASPECT_TOLERANCE = 0.01
