@@ -39,7 +39,6 @@ import torch.nn.functional as F
 from dig2dig_ros.core.imaging import remap_linear, working_size
 
 FLOW_PRESET = cv2.DISOPTICAL_FLOW_PRESET_FAST  # ultrafast: 2 ms less per 640x480 frame, M3SVD flicker 0.03 higher
-FLOW_SIDE = 640  # the flow is measured with the long side at most this (larger frames: a quarter of the cost)
 
 
 MOTION_SIGMAS = 3.0  # a source's change beyond this many of its noise σ is motion (or a real change), not noise
@@ -59,17 +58,18 @@ def flow_guide(sources: np.ndarray) -> np.ndarray:
 class MotionCompensator:
     """Backward flow between consecutive guides and warping of the previous frame along it."""
 
-    def __init__(self) -> None:
+    def __init__(self, side: int = 640) -> None:
+        self.side = side  # frames larger than this long side are measured at it (0: at their own size)
         self._dis = cv2.DISOpticalFlow_create(FLOW_PRESET)
         self._grid: tuple[np.ndarray, np.ndarray] | None = None  # pixel coordinates (H,W) each, kept per size
 
     def coordinates(self, current: np.ndarray, previous: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Per pixel of ``current`` (H,W) uint8, where it was in ``previous``: map_x, map_y (H,W) float32.
 
-        Frames larger than :data:`FLOW_SIDE` are measured at that long side and the flow brought up bilinearly.
+        Frames larger than ``side`` are measured at that long side and the flow brought up bilinearly.
         """
         h, w = current.shape
-        small = working_size((h, w), FLOW_SIDE)
+        small = working_size((h, w), self.side)
         if small != (h, w):
             current, previous = (cv2.resize(g, small[::-1], interpolation=cv2.INTER_AREA) for g in (current, previous))
         flow = self._dis.calc(current, previous, None)  # (h',w',2): current → previous, in pixels of (h',w')

@@ -96,7 +96,7 @@ class VideoFuser:
         self.front_state: FrontState | None = None
         self.back_state: BackState | None = None
         self.last_reason = "first frame"
-        self.motion = temporal.MotionCompensator()
+        self.motion = temporal.MotionCompensator(fuser.config.video.flow_side)
         self._count = 0  # frames the front half has started
 
     @property

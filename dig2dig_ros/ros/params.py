@@ -122,6 +122,8 @@ FUSION_DESCRIPTIONS: dict[str, str] = {
     "video.max_change": "mean absolute change of the sources above which a frame runs in full",
     "video.max_gap": "seconds between stamps above which a frame runs in full (0: no limit)",
     "video.dig_every": "dig-blend in video mode: frames per DIG measurement; the frames between reuse its gain",
+    "video.flow_side": "video mode: long side in pixels the optical flow is measured at (0: the input's); smaller "
+                       "is faster, larger flickers less",
     "video.temporal_strength": "video mode: share of the motion-compensated previous output kept (0: off)",
     "video.temporal_sigma": "video mode: output difference ([0,1]) beyond which the new frame wins",
     "video.source_bound": "video mode: the output changes along the motion by no more than its sources' mean change",
@@ -148,6 +150,7 @@ FUSION_RANGES: dict[str, tuple[float, float]] = {
     "dig.refine_radius": (0, 256), "dig.refine_eps": (1e-8, 100.0), "dig.blend_probe_t": (1, core.BLEND_PROBE_MAX),
     "video.start_step": (1, 1000),
     "video.max_change": (0.0, 1.0), "video.max_gap": (0.0, 3600.0), "video.dig_every": (1, 10000),
+    "video.flow_side": (0, 100000),
     "video.temporal_strength": (0.0, 1.0), "video.temporal_sigma": (1e-4, 1.0),
     "fullres.radius": (1, 64), "fullres.eps": (1e-8, 10.0), "fullres.sharpness": (0.01, 10.0),
     "fullres.saliency_sigma": (0.1, 50.0), "fullres.shrink": (0.0, 10.0), "fullres.detail_gain": (0.0, 2.0),
