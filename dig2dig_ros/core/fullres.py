@@ -77,7 +77,7 @@ def upsample_weights(weights: np.ndarray, guides_small: np.ndarray, guides: np.n
         np.multiply(a, guides[k], out=out[k])
         out[k] += b
     np.clip(out, 0.0, 1.0, out=out)
-    total = (out[0] + out[1])[None] if len(out) == 2 else out.sum(0, keepdims=True)  # (1,H,W)
+    total = imaging.sum_planes(out)[None]  # (1,H,W)
     uniform = total < 1e-6  # every weight clipped to 0: fall back to equal shares
     out /= np.maximum(total, 1e-6, out=total)
     if uniform.any():
@@ -107,7 +107,7 @@ def detail_weights(details: np.ndarray, weights: np.ndarray, params: FullResConf
     if params.sharpness != 1:
         energy **= params.sharpness  # in place; numpy's scalar fast paths (0.5: sqrt) as energy ** sharpness
     energy *= weights  # DIG still has its say where both sources carry detail
-    total = (energy[0] + energy[1])[None] if len(energy) == 2 else energy.sum(0, keepdims=True)  # (1,H,W)
+    total = imaging.sum_planes(energy)[None]  # (1,H,W)
     empty = total <= 1e-12  # no detail anywhere: the DIG weights
     energy /= np.maximum(total, 1e-12, out=total)
     if empty.any():
@@ -142,7 +142,7 @@ def reconstruct(fused_small: np.ndarray, weights_small: np.ndarray, sources: np.
             details[k] = shrink(details[k], params.shrink * sigma)
     dw = detail_weights(details, weights, params)
     weighted = dw * details if dw is weights else np.multiply(dw, details, out=dw)  # (K,H,W)
-    detail = weighted[0] + weighted[1] if len(weighted) == 2 else weighted.sum(0)  # (H,W)
+    detail = imaging.sum_planes(weighted)  # (H,W)
     if params.detail_gain != 1:
         detail *= np.float32(params.detail_gain)
     detail += imaging.resize(fused_small.astype(np.float32), size, cv2.INTER_LINEAR)

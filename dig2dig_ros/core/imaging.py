@@ -114,6 +114,15 @@ def common_size(images: list[np.ndarray], policy: str) -> tuple[int, int]:
     raise ImageError(f"source sizes differ ({listed}); set a resize policy (first, largest, smallest)")
 
 
+def sum_planes(x: np.ndarray) -> np.ndarray:
+    """Σ_k x_k (H,W) of planes x (K,H,W), added in order into a new array of x's type (x.sum(0) without its
+    reduction machinery: one add per extra plane)."""
+    total = x[0].copy()
+    for plane in x[1:]:
+        total += plane
+    return total
+
+
 def remap_linear(img: np.ndarray, map_x: np.ndarray, map_y: np.ndarray) -> np.ndarray:
     """img (H,W) or (H,W,C) sampled bilinearly at (map_x, map_y) (H',W'); outside the frame: replicated border."""
     return cv2.remap(img, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)

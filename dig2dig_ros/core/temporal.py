@@ -36,7 +36,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from dig2dig_ros.core.imaging import remap_linear, working_size
+from dig2dig_ros.core.imaging import remap_linear, sum_planes, working_size
 
 FLOW_PRESET = cv2.DISOPTICAL_FLOW_PRESET_FAST  # ultrafast: 2 ms less per 640x480 frame, M3SVD flicker 0.03 higher
 
@@ -49,10 +49,7 @@ _MOVER_PATCH = np.ones((MOVER_MIN_PIXELS, MOVER_MIN_PIXELS), np.uint8)  # the op
 
 def flow_guide(sources: np.ndarray) -> np.ndarray:
     """The image the flow is measured on: the sources' mean luminance (K,H,W) in [0,1] → (H,W) uint8."""
-    total = sources[0] if len(sources) == 1 else cv2.add(sources[0], sources[1])  # (H,W) float32
-    for extra in sources[2:]:
-        total = cv2.add(total, extra)
-    return cv2.convertScaleAbs(total, alpha=255.0 / len(sources))  # rounded, saturated to [0,255]
+    return cv2.convertScaleAbs(sum_planes(sources), alpha=255.0 / len(sources))  # rounded, saturated to [0,255]
 
 
 class MotionCompensator:
@@ -103,11 +100,12 @@ def source_change(sources: np.ndarray, previous: np.ndarray, map_x: np.ndarray, 
         cv2.absdiff(now.astype(np.float32, copy=False), _warp(before, map_x, map_y), dst=change[c])
     sigma = np.array([np.median(d[::MEDIAN_STRIDE, ::MEDIAN_STRIDE]) / 0.6745 for d in change], np.float32)
     moved = change > MOTION_SIGMAS * sigma[:, None, None]  # (K,H,W) beyond the noise: most pixels are still
-    alone = moved[0] ^ moved[1] if k == 2 else moved.sum(0) == 1  # (H,W) exactly one source moved
+    alone = moved.sum(0, dtype=np.uint8) == 1  # (H,W) exactly one source moved
     # An object moving covers a patch; a pixel alone beyond 3σ is the noise's tail (a noisy visible camera has
     # many): the smallest opening drops those, so they stay bounded by the mean change.
     alone = cv2.morphologyEx(alone.view(np.uint8), cv2.MORPH_OPEN, _MOVER_PATCH).view(bool)  # (H,W)
-    bound = change.mean(0) if k != 2 else cv2.addWeighted(change[0], 0.5, change[1], 0.5, 0.0)  # (H,W)
+    bound = sum_planes(change)  # (H,W) the sources' mean change ...
+    bound *= np.float32(1 / k)
     np.copyto(bound, change.max(0), where=alone)
     return bound
 

@@ -66,7 +66,7 @@ from dig2dig_ros.ros.node_support import (
     steady_timer,
 )
 from dig2dig_ros.ros.params import RELIABILITY_CHOICES, ParamSpec, check_value
-from dig2dig_ros.ros.qos_match import MatchedInput
+from dig2dig_ros.ros.qos_match import REFRESH_S, MatchedInput
 
 try:  # a ROS 2 install (or vision_msgs built with colcon)
     from vision_msgs.msg import Detection2D, Detection2DArray, LabelInfo, ObjectHypothesisWithPose, VisionClass
@@ -74,7 +74,6 @@ except ImportError:  # pip-only: publish JSON on detections/json instead
     Detection2D = Detection2DArray = LabelInfo = ObjectHypothesisWithPose = VisionClass = None
 
 HAVE_VISION_MSGS = Detection2DArray is not None
-QOS_REFRESH_S = 0.25  # how often the input's publishers are re-read
 RECENT_S = 3.0  # the window recent losses and failures are taken over
 WORKER_STOP_S = 10.0
 _DEFAULTS = DetectorConfig()
@@ -166,7 +165,7 @@ class DetectorNode(CountsFailures, Node):
         self.pub_image = self.create_publisher(Image, "detections/image", out_qos)
         self.pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         steady_timer(self, values["diagnostics_period"], self._publish_diagnostics)
-        steady_timer(self, QOS_REFRESH_S, self.input.refresh)
+        steady_timer(self, REFRESH_S, self.input.refresh)
         self.worker = NewestWorker(self._detect, "dig2dig_detector_worker", on_error=self._failed)
         self.get_logger().info(
             f"detecting on {self.input.topic} → {self.pub_det.topic_name}, {self.pub_image.topic_name}: "

@@ -50,7 +50,7 @@ from dig2dig_ros.ros.node_support import (
     steady_timer,
 )
 from dig2dig_ros.ros.params import all_params, check_value, check_values, fusion_config, homography, thermal_settings
-from dig2dig_ros.ros.qos_match import MatchedSubscriber
+from dig2dig_ros.ros.qos_match import REFRESH_S, MatchedSubscriber
 from dig2dig_ros.ros.sync import ApproximateTimeSynchronizer
 
 # A stamp this far behind its input's previous one means time restarted (bag loop, camera restart).
@@ -60,7 +60,6 @@ SILENT_S = 2.0
 STALL_S = 2.0
 RECENT_S = 3.0  # the window "recent" pairs, failures and rates are taken over
 RATE_WINDOW_S = 5.0
-QOS_REFRESH_S = 0.25  # how often the inputs' publishers are re-read (cameras that start late, or change QoS)
 WORKER_STOP_S = 10.0  # stop() waits this long for the frame in progress
 # Aspect ratios that differ by more than this are stretched only with a warning.
 ASPECT_TOLERANCE = 0.01
@@ -168,7 +167,7 @@ class FusionNode(CountsFailures, Node):
                                               qos_overriding_options=overrides())
         self.pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         steady_timer(self, values["diagnostics_period"], self._publish_diagnostics)
-        steady_timer(self, QOS_REFRESH_S, self._match_publishers)
+        steady_timer(self, REFRESH_S, self._match_publishers)
         if values["sync.max_wait"] > 0:
             wait = float(values["sync.max_wait"])
             steady_timer(self, max(0.02, wait / 4), lambda: self.sync.flush_stale(wait))

@@ -33,6 +33,9 @@ RETIRE_AFTER_S = 5.0  # a replaced subscription is destroyed at the latest this 
 _NAMES = {ReliabilityPolicy.RELIABLE: "reliable", ReliabilityPolicy.BEST_EFFORT: "best effort"}
 
 
+REFRESH_S = 0.25  # how often a node re-reads its inputs' publishers (cameras that start late, or change QoS)
+
+
 def matched_reliability(offered: list[ReliabilityPolicy]) -> ReliabilityPolicy:
     """Reliable when every publisher offers reliable, best effort otherwise (also with no publisher yet)."""
     if offered and all(r == ReliabilityPolicy.RELIABLE for r in offered):
@@ -210,7 +213,7 @@ class MatchedInput:
         if lossy == ReliabilityPolicy.BEST_EFFORT and self.reliability == ReliabilityPolicy.RELIABLE \
                 and self.fixed is None:
             return text + ": lost while this subscription was still best effort, before it followed the reliable " \
-                          "publishers (in the second after a camera appears); nothing to do"
+                          "publishers (just after a camera appears); nothing to do"
         if self.reliability == ReliabilityPolicy.BEST_EFFORT and offered and \
                 all(r == ReliabilityPolicy.RELIABLE for r in offered):
             return text + ": the publishers are reliable but this subscription is fixed best effort; let it " \
