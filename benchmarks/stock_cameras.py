@@ -260,21 +260,21 @@ def main(argv: list[str] | None = None) -> int:
         return camera(args)
     print(f"| camera process (no profile), {args.width}x{args.height} | pairs fused | dropped while busy | ir_lost | "
           "visible_lost | first 'lost' WARN |\n|---|---|---|---|---|---|")
-    graph_args = []
-    if args.set:
-        params = tempfile.NamedTemporaryFile("w", suffix=".yaml", prefix="stock_cameras_", delete=False)
-        params.write(fusion_params(args.set))
-        params.close()
-        graph_args = ["--params", params.name]
-        print(f"fusion node parameters: {', '.join(args.set)}", file=sys.stderr)
-    for case in CASES if args.case == "both" else (args.case,):
-        pairs, rate = args.pairs or CASES[case][0], args.rate or CASES[case][1]
-        r = run_case(case, pairs, rate, args.data, (args.width, args.height), args.warmup, graph_args=graph_args)
-        warn = "none" if r.first_lost_warn_s is None else f"{r.first_lost_warn_s} s"
-        print(f"| {case.replace('_', ' ')} at {rate:g} Hz | {r.fused} of {r.sent} | {r.dropped_busy} | {r.ir_lost} "
-              f"| {r.visible_lost} | {warn} |", flush=True)
-        for message in r.messages:
-            print(f"    {message}", file=sys.stderr)
+    with tempfile.TemporaryDirectory(prefix="stock_cameras_") as tmp:
+        graph_args = []
+        if args.set:
+            params = Path(tmp) / "fusion.yaml"
+            params.write_text(fusion_params(args.set))
+            graph_args = ["--params", str(params)]
+            print(f"fusion node parameters: {', '.join(args.set)}", file=sys.stderr)
+        for case in CASES if args.case == "both" else (args.case,):
+            pairs, rate = args.pairs or CASES[case][0], args.rate or CASES[case][1]
+            r = run_case(case, pairs, rate, args.data, (args.width, args.height), args.warmup, graph_args=graph_args)
+            warn = "none" if r.first_lost_warn_s is None else f"{r.first_lost_warn_s} s"
+            print(f"| {case.replace('_', ' ')} at {rate:g} Hz | {r.fused} of {r.sent} | {r.dropped_busy} | "
+                  f"{r.ir_lost} | {r.visible_lost} | {warn} |", flush=True)
+            for message in r.messages:
+                print(f"    {message}", file=sys.stderr)
     return 0
 
 
