@@ -50,6 +50,7 @@ class Result:
     visible_lost: int = 0
     first_lost_warn_s: float | None = None  # after the camera's first frame
     messages: list[str] = field(default_factory=list)
+    diagnostics: dict[str, str] = field(default_factory=dict)  # the fusion node's last /diagnostics values
 
 
 # --------------------------------------------------------------------------------------------- the camera role
@@ -207,6 +208,7 @@ def run_case(case: str, pairs: int, rate: float, data: str, size: tuple[int, int
         result.ir_lost = int(values.get("ir_lost", 0))
         result.visible_lost = int(values.get("visible_lost", 0))
         result.dropped_busy = int(values.get("dropped_busy", 0))
+        result.diagnostics = values
     finally:
         if cam is not None and cam.poll() is None:
             _stop(cam)
