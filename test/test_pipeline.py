@@ -102,19 +102,24 @@ def test_the_halves_interleaved_give_the_video_of_one_frame_at_a_time_and_of_the
     assert not np.array_equal(piped[-1].fused, _video().fuser(list(frames[-1])).fused)  # stabilised
 
 
-@pytest.mark.parametrize("solve_side, back_solves", [(0, True), (48, False)])
-def test_the_blend_is_solved_in_the_back_only_where_there_is_no_detail_step(solve_side, back_solves):
-    # solve_side 0: solved at the input size (64 px), the detail has nothing to add, the back solves (the halves
-    # balance); 48: solved smaller than the input, the back runs the detail and the front solves.
+@pytest.mark.parametrize("solve_side", [0, 48])
+def test_the_blend_is_solved_in_the_back_where_the_front_carries_more(solve_side):
+    # The back solves where there is no detail step (solve_side 0: solved at the input size, 64 px) and on a frame
+    # that measures DIG (the prior call makes its front the longer half); the front solves on a frame that reuses
+    # the gain when the back runs the detail (48: solved smaller than the input).
     settings = {"fullres.solve_side": solve_side, "fullres.solve_noise": 0.0}  # no noise cap on the solve size
-    frames = _panning()
-    video = _video(settings)
-    pending = video.front(list(frames[0]), stamp=0.0)
-    assert (pending.grid is not None) == back_solves
-    assert (pending.result.luminance.size == 0) == back_solves  # nothing solved yet in the front
-    video.back(pending)
-    serial = _serial(_video(settings), frames)
-    piped = _interleaved(_video(settings), frames)
+    frames = _panning(6)
+    video = _video(settings, dig_every=3)
+    solved_in_back = []
+    for i, images in enumerate(frames):
+        pending = video.front(list(images), stamp=0.04 * i)
+        assert (pending.result.luminance.size == 0) == (pending.grid is not None)  # nothing solved yet in the front
+        solved_in_back.append(pending.grid is not None)
+        video.back(pending)
+    measured = [True, False, False, True, False, False]  # the first frame, then every third
+    assert solved_in_back == ([True] * 6 if solve_side == 0 else measured)
+    serial = _serial(_video(settings, dig_every=3), frames)
+    piped = _interleaved(_video(settings, dig_every=3), frames)
     assert all(np.array_equal(a.fused, b.fused) for a, b in zip(serial, piped, strict=True))
 
 

@@ -203,13 +203,15 @@ class VideoFuser:
         """The method's stages up to the detail (a classical method: all of them), whether they included it, and
         dig-blend's grid when the solve is left to the back half.
 
-        Where the input is no larger than the size dig-blend solves at, the detail step has nothing to add and the
-        back half would only stabilise and compose: the blend's solve moves there, so the halves balance.
+        The blend's solve moves to the back half, so the halves balance, where the front carries more than its
+        share: where the input is no larger than the size dig-blend solves at (the detail step has nothing to add
+        and the back would only stabilise and compose), and on a frame that measures DIG (its prior call is the
+        largest stage, on one frame in `video.dig_every`).
         """
         method = self.fuser.method
         if isinstance(method, ClassicalMethod):
             return method.run(self.fuser, prep, timer, warm), True, None
-        if isinstance(method, BlendMethod) and prep.solve.shape[1:] == prep.size:
+        if isinstance(method, BlendMethod) and (prep.solve.shape[1:] == prep.size or warm is None or warm.measure):
             grid, out = method.before_solve(self.fuser, prep, timer, warm)
             return out, False, grid
         return method.before_detail(self.fuser, prep, timer, warm), False, None
