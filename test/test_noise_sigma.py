@@ -1,7 +1,9 @@
-"""imaging.noise_sigma on 8-bit data against the grouped-data median computed with np.median (its definition)."""
+"""imaging.noise_sigma on 8-bit data against the grouped-data median computed with np.median (its definition), and
+its integer twin noise_sigma_8bit on the uint8 plane split_luma_8bit names."""
 
 import math
 
+import cv2
 import numpy as np
 import pytest
 
@@ -38,3 +40,37 @@ def test_an_even_count_whose_middle_values_differ():
     x = np.array([[0, 0, 0, 0], [2, 0, 6, 0]], np.float64) / 255
     assert imaging.noise_sigma(x.astype(np.float32)) == pytest.approx(reference_sigma(x))
     assert reference_sigma(x) > 0
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_the_8_bit_plane_gives_the_float_estimate_bit_for_bit(seed):
+    rng = np.random.default_rng(100 + seed)
+    h, w = (int(v) for v in rng.integers(1, 90, 2))
+    noise = float(rng.choice([0.0, 0.5, 3.0, 40.0]))
+    n = np.clip(np.rint(rng.uniform(0, 255) + noise * rng.standard_normal((h, w))), 0, 255).astype(np.uint8)
+    x = n.astype(np.float32) * np.float32(1 / 255)  # what split_luma makes of the plane
+    got, expected = imaging.noise_sigma_8bit(n), imaging.noise_sigma(x)
+    assert got == expected or (math.isnan(got) and math.isnan(expected))
+    if h >= 2 and w >= 2:
+        assert got == pytest.approx(reference_sigma(x.astype(np.float64)), rel=1e-6, abs=1e-9)
+
+
+@pytest.mark.parametrize("kind", ["gray", "gray3", "colour"])
+def test_split_luma_names_the_8_bit_plane_its_luminance_is_made_of(kind):
+    rng = np.random.default_rng(7)
+    img = rng.integers(0, 256, (30, 41, 3)).astype(np.uint8)
+    img = {"gray": img[..., 1].copy(), "gray3": np.repeat(img[..., 1:2], 3, axis=2), "colour": img}[kind]
+    out = np.full(img.shape[:2], -1.0, np.float32)
+    y, chroma, plane = imaging.split_luma_8bit(img, out=out)
+    assert y is out and plane.dtype == np.uint8
+    np.testing.assert_array_equal(y, plane.astype(np.float32) * np.float32(1 / 255))
+    reference = img if kind == "gray" else img[..., 1] if kind == "gray3" else None
+    if reference is not None:
+        np.testing.assert_array_equal(plane, reference)
+        assert chroma is None
+    else:  # OpenCV's own conversion, channel by channel
+        ycrcb = cv2.cvtColor(img, cv2.COLOR_BGR2YCrCb)
+        np.testing.assert_array_equal(plane, ycrcb[..., 0])
+        np.testing.assert_array_equal(chroma, ycrcb[..., 1:])
+        assert chroma.flags.c_contiguous
+    assert imaging.split_luma_8bit(img.astype(np.float32) / 255)[2] is None  # float input: no 8-bit plane

@@ -258,19 +258,24 @@ class Fuser:
         if valid is not None and len(valid) != len(images):
             raise FusionError(f"got {len(valid)} validity masks for {len(images)} sources")
         timer = self.timer()
-        prep = timer("prepare", self._split, images, valid)
+        prep, planes = timer("prepare", self._split, images, valid)
         if self.prior is not None and (prep.larger_than_working or isinstance(self.method, BlendMethod)):
             # the solve size, the detail's shrinkage and dig-blend's flatter weights on noisy sources need it
-            prep.noise = timer("noise", lambda: [imaging.noise_sigma(y) for y in prep.sources])
+            prep.noise = timer("noise", lambda: [imaging.noise_sigma(y) if n is None else imaging.noise_sigma_8bit(n)
+                                                 for y, n in zip(prep.sources, planes, strict=True)])
         if isinstance(self.method, BlendMethod):
             prep.solve = timer("prepare", self._solve_sources, prep)
         return prep
 
-    def _split(self, images: list[np.ndarray], valid: list[np.ndarray | None] | None) -> Prepared:
-        """Luminance, chroma and masks at the input size, the luminance and masks at the working size."""
+    def _split(self, images: list[np.ndarray], valid: list[np.ndarray | None] | None
+               ) -> tuple[Prepared, list[np.ndarray | None]]:
+        """Luminance, chroma and masks at the input size, the luminance and masks at the working size; and per
+        source the 8-bit plane its luminance is n/255 of, or None (imaging.split_luma_8bit: for its noise)."""
         size = imaging.common_size(images, self.config.resize)
-        lumas, chromas = zip(*(imaging.split_luma(imaging.resize(img, size)) for img in images), strict=True)
-        sources = np.stack(lumas)  # (K,H,W) float32
+        sources = np.empty((len(images), *size), np.float32)  # (K,H,W), each luminance written in place
+        split = [imaging.split_luma_8bit(imaging.resize(img, size), out=y)
+                 for img, y in zip(images, sources, strict=True)]
+        chromas, planes = [c for _, c, _ in split], [n for _, _, n in split]
         masks = None
         if valid is not None and any(v is not None for v in valid):
             masks = np.stack([np.ones(size, np.float32) if v is None else
@@ -279,10 +284,11 @@ class Fuser:
             covered = masks.sum(0)
             fill = (sources * masks).sum(0) / np.maximum(covered, 1)  # mean of the sources with data
             sources = np.where(masks > 0, sources, np.where(covered > 0, fill, sources)).astype(np.float32)
+            planes = [None] * len(images)  # filled in: no longer n/255 of a plane
         work = imaging.working_size(size, self.config.max_side)
-        small = np.stack([imaging.resize(y, work) for y in sources])  # (K,h,w)
+        small = imaging.resize_planes(sources, work)  # (K,h,w)
         masks_small = None if masks is None else np.stack([imaging.resize(m, work) for m in masks])
-        return Prepared(sources, small, small, None, list(chromas), masks, masks_small)
+        return Prepared(sources, small, small, None, chromas, masks, masks_small), planes
 
     def _solve_sources(self, prep: Prepared) -> np.ndarray:
         """dig-blend: the sources at the size it solves its blend at (fullres.solve_size; ``prep.small`` if that)."""
@@ -292,7 +298,7 @@ class Fuser:
         side = fullres.solve_size(prep.size, prep.small.shape[1:], cfg.solve_side, max(prep.noise), cfg.solve_noise)
         if side == prep.small.shape[1:]:
             return prep.small
-        return prep.sources if side == prep.size else np.stack([imaging.resize(y, side) for y in prep.sources])
+        return prep.sources if side == prep.size else imaging.resize_planes(prep.sources, side)
 
     def blend(self, sources: np.ndarray, weights: np.ndarray) -> np.ndarray:
         """The closed-form blend y* (h,w) in [0,1] of sources (K,h,w) in [0,1] under weights (K,h,w)."""
