@@ -1,15 +1,17 @@
 """The full-resolution step: weights along the sources' edges, detail from the sources, noise shrinkage."""
 
 import math
+import threading
 
 import cv2
 import numpy as np
 import pytest
 
+from dig2dig_ros.core.classical import guided_coefficients as classical_guided_coefficients
 from dig2dig_ros.core.config import FullResConfig, FusionConfig, with_overrides
-from dig2dig_ros.core.fullres import reconstruct, shrink, upsample_weights
+from dig2dig_ros.core.fullres import guided_coefficients, reconstruct, shrink, upsample_weights
 from dig2dig_ros.core.fusion import Fuser
-from dig2dig_ros.core.imaging import noise_sigma
+from dig2dig_ros.core.imaging import noise_sigma, scratch
 from dig2dig_ros.core.priors.wiener import WienerPrior
 
 
@@ -277,3 +279,39 @@ def test_weights_all_clipped_to_zero_fall_back_to_equal_shares():
     small = np.stack([cv2.resize(c, (40, 32), interpolation=cv2.INTER_AREA) for c in sources])
     up = upsample_weights(np.full((2, 32, 40), -1.0, np.float32), small, sources, FullResConfig())
     np.testing.assert_array_equal(up, 0.5)
+
+
+@pytest.mark.parametrize("shape,radius,eps", [((48, 64), 2, 1e-3), ((7, 5), 1, 1e-2), ((33, 40), 4, 1e-4)])
+def test_guided_coefficients_are_the_classical_float32_ones_bit_for_bit(shape, radius, eps):
+    rng = np.random.default_rng(5)
+    guide, src = rng.random(shape).astype(np.float32), rng.random(shape).astype(np.float32)
+    expected = classical_guided_coefficients(guide, src, radius, eps, np.float32)
+    for pooled in (False, True, True):  # the pooled buffers are reused from one call to the next
+        got = guided_coefficients(guide, src, radius, eps, pooled=pooled)
+        for a, b in zip(got, expected, strict=True):
+            np.testing.assert_array_equal(a, b)
+
+
+def test_scratch_arrays_are_kept_per_name_shape_and_thread():
+    first = scratch("test.scratch", (4, 5))
+    assert scratch("test.scratch", (4, 5)) is first and first.dtype == np.float32
+    assert scratch("test.scratch", (5, 4)) is not first and scratch("test.other", (4, 5)) is not first
+    assert scratch("test.scratch", (4, 5), np.uint8).dtype == np.uint8
+    elsewhere = []
+    thread = threading.Thread(target=lambda: elsewhere.append(scratch("test.scratch", (4, 5))))
+    thread.start()
+    thread.join()
+    assert elsewhere[0] is not first  # the pipeline's two threads never share one
+
+
+def test_reconstruction_is_the_same_twice_with_its_scratch_reused():
+    sources = _scene()
+    small = np.stack([cv2.resize(c, (40, 32), interpolation=cv2.INTER_AREA) for c in sources])
+    w0 = (small[0] > 0.5).astype(np.float32) * 0.8 + 0.1
+    weights = np.stack([w0, 1 - w0])
+    first = reconstruct(small.mean(0), weights, sources, FullResConfig(), small, [0.0, 0.02])
+    kept = [first[0].copy(), first[1].copy()]
+    second = reconstruct(small.mean(0) * 0.5, weights[::-1].copy(), sources, FullResConfig(), small, [0.0, 0.02])
+    assert not np.shares_memory(first[0], second[0]) and not np.shares_memory(first[1], second[1])
+    np.testing.assert_array_equal(first[0], kept[0])  # a returned frame is never a scratch array
+    np.testing.assert_array_equal(first[1], kept[1])

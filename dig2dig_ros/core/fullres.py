@@ -17,13 +17,13 @@ sources' edges, not a blur. The step's settings, defaults included, are config.F
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import cv2
 import numpy as np
 
 from dig2dig_ros.core import imaging
-from dig2dig_ros.core.classical import guided_coefficients
 from dig2dig_ros.core.config import FullResConfig
 
 
@@ -69,50 +69,124 @@ def upsample_weights(weights: np.ndarray, guides_small: np.ndarray, guides: np.n
 
     Each source's weight is guided by that source; the result lies in [0,1] and sums to 1 per pixel.
     """
-    size = guides.shape[-2:]
-    out = np.empty(guides.shape, np.float32)
+    out = np.empty(guides.shape, np.float32)  # (K,H,W)
+    offset = imaging.scratch("fullres.upsample.offset", guides.shape[-2:])  # (H,W) b̄ at full size
     for k in range(len(weights)):  # the fast guided filter: coefficients at the working size, applied at full size
-        a, b = (imaging.resize(c, size, cv2.INTER_LINEAR)  # float32: params.eps is well above its rounding
-                for c in guided_coefficients(guides_small[k], weights[k], params.radius, params.eps, np.float32))
-        np.multiply(a, guides[k], out=out[k])
-        out[k] += b
+        a, b = guided_coefficients(guides_small[k], weights[k], params.radius, params.eps, pooled=True)  # float32:
+        # params.eps is well above its rounding
+        np.multiply(imaging.resize_into(a, out[k], cv2.INTER_LINEAR), guides[k], out=out[k])  # ā·I
+        out[k] += imaging.resize_into(b, offset, cv2.INTER_LINEAR)
     np.clip(out, 0.0, 1.0, out=out)
-    total = imaging.sum_planes(out)[None]  # (1,H,W)
-    uniform = total < 1e-6  # every weight clipped to 0: fall back to equal shares
-    out /= np.maximum(total, 1e-6, out=total)
-    if uniform.any():
-        out[np.broadcast_to(uniform, out.shape)] = 1.0 / len(out)
-    return out
+    return _normalise(out, 1e-6, strict=True, fallback=None)
 
 
-def shrink(detail: np.ndarray, threshold: float) -> np.ndarray:
-    """Non-negative garrote: d·max(0, 1 − τ²/d²): small (noise) coefficients vanish, strong edges keep their size."""
+def _normalise(x: np.ndarray, floor: float, strict: bool, fallback: np.ndarray | None) -> np.ndarray:
+    """x (K,H,W) divided in place by its sum over k, at least ``floor``; where that sum is below the floor (``strict``;
+    else at most the floor) the shares are ``fallback``'s (K,H,W), or 1/K each when it is None."""
+    floor = np.float32(floor)
+    total = imaging.sum_planes(x, out=imaging.scratch("fullres.normalise.total", x.shape[1:], x.dtype))  # (H,W)
+    lowest = total.min()  # the floor and the fallback only matter where some pixel reaches it (or is NaN)
+    fall = None  # flat indices (n,) of the pixels at the floor: usually none, or few
+    if not (lowest >= floor if strict else lowest > floor):
+        fall = np.flatnonzero(total < floor if strict else total <= floor)
+        total.flat[fall] = floor  # np.maximum(total, floor) (NaN stays NaN), there only
+    for plane in x:
+        np.divide(plane, total, out=plane)
+    for k, plane in enumerate(x if fall is not None and fall.size else ()):
+        plane.flat[fall] = 1.0 / len(x) if fallback is None else fallback[k].flat[fall]
+    return x
+
+
+def guided_coefficients(guide: np.ndarray, src: np.ndarray, radius: int, eps: float, pooled: bool = False
+                        ) -> tuple[np.ndarray, np.ndarray]:
+    """classical.guided_coefficients(guide, src, radius, eps, np.float32): (ā, b̄) (H,W) each, bit for bit (the
+    same float32 operations in the same order), with fewer temporaries and the window areas kept per size.
+
+    pooled: every array, the two returned included, is this thread's scratch (imaging.scratch), valid until the
+    next pooled call: for a caller that uses them up at once.
+    """
+    i = np.asarray(guide, dtype=np.float32)  # (H,W)
+    p = np.asarray(src, dtype=np.float32)  # (H,W)
+    shape = i.shape
+
+    def buffer(role: str) -> np.ndarray:
+        return imaging.scratch("fullres.guided." + role, shape) if pooled else np.empty(shape, np.float32)
+
+    n = _window_areas(shape, radius)  # (H,W)
+    box = buffer("box")  # (H,W) window sums
+    mean_i, mean_p = _box_mean(i, n, radius, box, buffer("mean_i")), _box_mean(p, n, radius, box, buffer("mean_p"))
+    product = np.multiply(i, i, out=buffer("product"))  # (H,W), reused once each value is used up
+    var_i = _box_mean(product, n, radius, box, buffer("var_i"))
+    cov_ip = _box_mean(np.multiply(i, p, out=product), n, radius, box, buffer("cov_ip"))
+    var_i -= np.multiply(mean_i, mean_i, out=product)
+    cov_ip -= np.multiply(mean_i, mean_p, out=product)
+    var_i += np.float32(eps)
+    a = np.divide(cov_ip, var_i, out=cov_ip)
+    b = np.subtract(mean_p, np.multiply(a, mean_i, out=product), out=mean_p)
+    return _box_mean(a, n, radius, box, var_i), _box_mean(b, n, radius, box, mean_i)
+
+
+def _box_mean(x: np.ndarray, areas: np.ndarray, radius: int, box: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """Mean of x (H,W) float32 over each (2r+1)² window clipped to the image (``areas``: their sizes), into ``out``;
+    ``box`` (H,W) float32 holds the window sums (neither may be x)."""
+    k = 2 * radius + 1
+    total = cv2.boxFilter(x, -1, (k, k), dst=box, normalize=False, borderType=cv2.BORDER_CONSTANT)
+    return np.divide(total, areas, out=out)
+
+
+@functools.lru_cache(maxsize=16)
+def _window_areas(shape: tuple[int, int], radius: int) -> np.ndarray:
+    """How many pixels of each pixel's (2r+1)² window lie inside an image of shape (H, W): (H,W) float32, read-only."""
+    k = 2 * radius + 1
+    areas = cv2.boxFilter(np.ones(shape, np.float32), -1, (k, k), normalize=False, borderType=cv2.BORDER_CONSTANT)
+    areas.flags.writeable = False
+    return areas
+
+
+def shrink(detail: np.ndarray, threshold: float, out: np.ndarray | None = None) -> np.ndarray:
+    """Non-negative garrote: d·max(0, 1 − τ²/d²): small (noise) coefficients vanish, strong edges keep their size.
+
+    ``out``: where to write it (may be detail itself); threshold ≤ 0 returns detail (or out holding it).
+    """
     if threshold <= 0:
-        return detail
+        if out is None:
+            return detail
+        np.copyto(out, detail)
+        return out
     factor = detail * detail
     np.maximum(factor, 1e-12, out=factor)
     np.divide(threshold * threshold, factor, out=factor)
     np.subtract(1.0, factor, out=factor)
     np.maximum(factor, 0.0, out=factor)
-    return np.multiply(detail, factor, out=factor)
+    return np.multiply(detail, factor, out=factor if out is None else out)
 
 
 def detail_weights(details: np.ndarray, weights: np.ndarray, params: FullResConfig) -> np.ndarray:
-    """Per-pixel weights (K,H,W) of the sources' detail bands (K,H,W), summing to 1."""
+    """Per-pixel weights (K,H,W) of the sources' detail bands (K,H,W), summing to 1 ("dig": the DIG weights)."""
     if params.detail == "dig":
         return weights
-    energy = np.empty(details.shape, np.float32)  # (K,H,W) local detail energy
-    for k, d in enumerate(details):
-        cv2.GaussianBlur(np.multiply(d, d, out=energy[k]), (0, 0), params.saliency_sigma, dst=energy[k])
-    if params.sharpness != 1:
-        energy **= params.sharpness  # in place; numpy's scalar fast paths (0.5: sqrt) as energy ** sharpness
+    return _detail_shares(detail_energy(details, params.saliency_sigma), weights, params.sharpness)
+
+
+def detail_energy(details: np.ndarray, sigma: float) -> np.ndarray:
+    """Local energy G_σ * d_k² (K,H,W) of the detail bands (K,H,W)."""
+    return _blur_planes(np.multiply(details, details, dtype=np.float32), sigma)
+
+
+def _blur_planes(x: np.ndarray, sigma: float) -> np.ndarray:
+    """Each plane of x (K,H,W) float32 Gaussian-blurred with σ in place (cv2's kernel size for σ); returns x."""
+    for plane in x:
+        cv2.GaussianBlur(plane, (0, 0), sigma, dst=plane)
+    return x
+
+
+def _detail_shares(energy: np.ndarray, weights: np.ndarray, sharpness: float) -> np.ndarray:
+    """maxabs detail weights (K,…) in place of their local energy (K,…): energy^sharpness · DIG weight, normalised;
+    where no source has detail, the DIG weights."""
+    if sharpness != 1:
+        energy **= sharpness  # in place; numpy's scalar fast paths (0.5: sqrt) as energy ** sharpness
     energy *= weights  # DIG still has its say where both sources carry detail
-    total = imaging.sum_planes(energy)[None]  # (1,H,W)
-    empty = total <= 1e-12  # no detail anywhere: the DIG weights
-    energy /= np.maximum(total, 1e-12, out=total)
-    if empty.any():
-        np.copyto(energy, weights, where=np.broadcast_to(empty, energy.shape))
-    return energy
+    return _normalise(energy, 1e-12, strict=False, fallback=weights)
 
 
 def reconstruct(fused_small: np.ndarray, weights_small: np.ndarray, sources: np.ndarray,
@@ -129,21 +203,25 @@ def reconstruct(fused_small: np.ndarray, weights_small: np.ndarray, sources: np.
     if tuple(size) == tuple(small):
         return fused_small, weights_small
     if sources_small is None or sources_small.shape[-2:] != small:
-        sources_small = np.stack([imaging.resize(c, small) for c in sources])  # (K,h,w)
+        sources_small = imaging.resize_planes(sources, small)  # (K,h,w)
     weights = upsample_weights(weights_small, sources_small, sources, params)  # (K,H,W)
-    details = np.empty(sources.shape, np.float32)  # (K,H,W) c_k − up(down(c_k))
+    if params.shrink > 0 and noise is None:
+        noise = [imaging.noise_sigma(c) for c in sources]
+    details = imaging.scratch("fullres.reconstruct.details", sources.shape)  # (K,H,W) c_k − up(down(c_k))
     for k, c in enumerate(sources_small):
         cv2.resize(c, size[::-1], dst=details[k], interpolation=cv2.INTER_LINEAR)
     np.subtract(sources, details, out=details)
-    if params.shrink > 0:
-        if noise is None:
-            noise = [imaging.noise_sigma(c) for c in sources]
-        for k, sigma in zip(range(len(details)), noise, strict=True):
-            details[k] = shrink(details[k], params.shrink * sigma)
-    dw = detail_weights(details, weights, params)
-    weighted = dw * details if dw is weights else np.multiply(dw, details, out=dw)  # (K,H,W)
-    detail = imaging.sum_planes(weighted)  # (H,W)
+    for k, sigma in enumerate(noise if params.shrink > 0 else ()):
+        if params.shrink * sigma > 0:  # a clean source keeps its detail as it is
+            shrink(details[k], params.shrink * sigma, out=details[k])
+    weighted = imaging.scratch("fullres.reconstruct.weighted", sources.shape)  # (K,H,W) D_k ⊙ detail_k
+    if params.detail == "dig":
+        np.multiply(weights, details, out=weighted)
+    else:  # the detail weights, computed in `weighted`, then multiplied in place
+        _blur_planes(np.multiply(details, details, out=weighted), params.saliency_sigma)  # G_σ * d²
+        np.multiply(_detail_shares(weighted, weights, params.sharpness), details, out=weighted)
+    fused = imaging.sum_planes(weighted, out=np.empty(size, np.float32))  # (H,W)
     if params.detail_gain != 1:
-        detail *= np.float32(params.detail_gain)
-    detail += imaging.resize(fused_small.astype(np.float32), size, cv2.INTER_LINEAR)
-    return np.clip(detail, 0.0, 1.0, out=detail), weights
+        fused *= np.float32(params.detail_gain)
+    fused += imaging.resize_into(np.asarray(fused_small, np.float32), details[0], cv2.INTER_LINEAR)  # up(Y_w)
+    return np.clip(fused, 0.0, 1.0, out=fused), weights

@@ -224,7 +224,7 @@ def to_solve_size(prep: Prepared, working: Working, weights: torch.Tensor, confi
     w = fullres.flatten_weights(working.crop(weights).astype(np.float32), factor)  # (K,h,w)
     if prep.solve is not prep.small:
         w = fullres.upsample_weights(w, prep.small, prep.solve, config)  # (K,h2,w2)
-    sources = torch.from_numpy(prep.solve).to(device).unsqueeze(1) * 2 - 1  # (K,1,h2,w2) in [−1,1]
+    sources = (torch.from_numpy(prep.solve).to(device).unsqueeze(1) * 2).sub_(1)  # (K,1,h2,w2) in [−1,1]
     return SolveGrid(sources, torch.from_numpy(w).to(device).unsqueeze(1), prep.solve.shape[1:], clamp=False)
 
 
