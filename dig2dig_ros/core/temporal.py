@@ -49,7 +49,10 @@ _MOVER_PATCH = np.ones((MOVER_MIN_PIXELS, MOVER_MIN_PIXELS), np.uint8)  # the op
 
 def flow_guide(sources: np.ndarray) -> np.ndarray:
     """The image the flow is measured on: the sources' mean luminance (K,H,W) in [0,1] → (H,W) uint8."""
-    return cv2.convertScaleAbs(sum_planes(sources), alpha=255.0 / len(sources))  # rounded, saturated to [0,255]
+    scale = 255.0 / len(sources)
+    if len(sources) == 2:  # VIF: the weighted sum straight to uint8, in one pass
+        return cv2.addWeighted(sources[0], scale, sources[1], scale, 0.0, dtype=cv2.CV_8U)
+    return cv2.convertScaleAbs(sum_planes(sources), alpha=scale)  # rounded, saturated to [0,255]
 
 
 class MotionCompensator:
@@ -58,7 +61,7 @@ class MotionCompensator:
     def __init__(self, side: int = 640) -> None:
         self.side = side  # frames larger than this long side are measured at it (0: at their own size)
         self._dis = cv2.DISOpticalFlow_create(FLOW_PRESET)
-        self._grid: tuple[np.ndarray, np.ndarray] | None = None  # pixel coordinates (H,W) each, kept per size
+        self._grid: _FlowGrid | None = None  # kept per (frame size, flow size)
 
     def coordinates(self, current: np.ndarray, previous: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Per pixel of ``current`` (H,W) uint8, where it was in ``previous``: map_x, map_y (H,W) float32.
@@ -69,14 +72,52 @@ class MotionCompensator:
         small = working_size((h, w), self.side)
         if small != (h, w):
             current, previous = (cv2.resize(g, small[::-1], interpolation=cv2.INTER_AREA) for g in (current, previous))
-        flow = self._dis.calc(current, previous, None)  # (h',w',2): current → previous, in pixels of (h',w')
-        if small != (h, w):
-            flow = cv2.resize(flow, (w, h), interpolation=cv2.INTER_LINEAR)  # (H,W,2)
-            flow *= np.array([w / small[1], h / small[0]], np.float32)
-        if self._grid is None or self._grid[0].shape != (h, w):
-            self._grid = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
-        xs, ys = self._grid
-        return xs + flow[..., 0], ys + flow[..., 1]
+        return self.from_flow(self._dis.calc(current, previous, None), (h, w))
+
+    def from_flow(self, flow: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+        """map_x, map_y (H,W) float32 for a frame of ``size`` (H,W) from the backward flow (h,w,2) measured on it
+        at (h,w) (current → previous, in pixels of (h,w)): xs + (W/w)·flow_x and ys + (H/h)·flow_y, the flow
+        brought up bilinearly (cv2.resize, edge samples held)."""
+        if self._grid is None or self._grid.key != (size, flow.shape[:2]):
+            self._grid = _FlowGrid(size, flow.shape[:2])
+        grid = self._grid
+        if flow.shape[:2] == size:
+            return grid.x + flow[..., 0], grid.y + flow[..., 1]
+        # Where each pixel of the flow's grid was, in full-size pixels: an affine function of the flow, so bringing
+        # it up bilinearly gives xs + scale·(the flow brought up), except where the resize holds the edge sample.
+        map_x = np.multiply(flow[..., 0], np.float32(grid.scale[1]))  # (h,w)
+        map_x += grid.x
+        map_y = np.multiply(flow[..., 1], np.float32(grid.scale[0]))
+        map_y += grid.y
+        h, w = size
+        map_x, map_y = (cv2.resize(m, (w, h), interpolation=cv2.INTER_LINEAR) for m in (map_x, map_y))  # (H,W)
+        map_x[:, grid.cols] += grid.col_fix  # the edge columns and rows: the held sample's own position replaced
+        map_y[grid.rows] += grid.row_fix[:, None]
+        return map_x, map_y
+
+
+class _FlowGrid:
+    """The flow's grid (h,w) in the pixels of the frame (H,W) it is brought up to."""
+
+    def __init__(self, size: tuple[int, int], small: tuple[int, int]) -> None:
+        self.key = (size, small)
+        self.scale = (size[0] / small[0], size[1] / small[1])  # full-size pixels per flow pixel, (y, x)
+        centres = [(np.arange(n) + 0.5) * s - 0.5 for n, s in zip(small, self.scale, strict=True)]  # (h,), (w,)
+        self.x = np.broadcast_to(centres[1].astype(np.float32), small).copy()  # (h,w) each
+        self.y = np.broadcast_to(centres[0].astype(np.float32)[:, None], small).copy()
+        (self.rows, self.row_fix), (self.cols, self.col_fix) = (
+            _held_edges(c, n) for c, n in zip(centres, size, strict=True))
+
+
+def _held_edges(centres: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """The indices of n output samples that a bilinear resize from samples at ``centres`` (m,) holds at the first
+    or last one (their position falls outside [0, m−1] in input samples), and index − that centre for each."""
+    m = len(centres)
+    at = (np.arange(n) + 0.5) * (m / n) - 0.5  # (n,) output positions in input samples
+    low, high = np.flatnonzero(at < 0), np.flatnonzero(at > m - 1)
+    index = np.concatenate([low, high])
+    held = np.concatenate([np.full(len(low), centres[0]), np.full(len(high), centres[-1])])
+    return index, (index - held).astype(np.float32)
 
 
 def _warp(image: np.ndarray, map_x: np.ndarray, map_y: np.ndarray) -> np.ndarray:
