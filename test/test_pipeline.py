@@ -428,3 +428,26 @@ def test_a_parameter_change_never_mixes_frames_of_two_setups(node_rig):
     assert spin(lambda: len(fused) == 3)
     assert backs == [("old", 0), ("old", 1), ("new", 0)]  # frame 2 finished by the setup it started with
     assert new.video.back_state.index == 0  # the new setup's first frame started its own sequence
+
+
+def test_fuse_pipelined_gives_the_serial_video_in_order_and_raises_a_halfs_error():
+    from dig2dig_ros.core.video import fuse_pipelined
+
+    frames = _panning(6)
+    serial = _serial(_video({"video.dig_every": 3}), frames)
+    got: list[tuple[int, np.ndarray]] = []
+    video = _video({"video.dig_every": 3})
+    fuse_pipelined(video, ((list(f), 0.04 * i, None) for i, f in enumerate(frames)),
+                   lambda i, r: got.append((i, r.fused)))
+    assert [i for i, _ in got] == list(range(6))
+    assert all(np.array_equal(a.fused, b) for a, (_, b) in zip(serial, got, strict=True))
+
+    def fail_on_third(i: int, result) -> None:
+        if i == 2:
+            raise RuntimeError("disk full")
+        got.append((i, result.fused))
+
+    got.clear()
+    with pytest.raises(RuntimeError, match="disk full"):
+        fuse_pipelined(_video(), ((list(f), 0.04 * i, None) for i, f in enumerate(frames)), fail_on_third)
+    assert [i for i, _ in got] == [0, 1]  # nothing after the failed frame is finished

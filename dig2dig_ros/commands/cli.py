@@ -42,7 +42,7 @@ from dig2dig_ros.core.homography_estimate import (
     spread,
 )
 from dig2dig_ros.core.registration import estimate_homography, format_homography
-from dig2dig_ros.core.video import VideoFuser
+from dig2dig_ros.core.video import VideoFuser, fuse_pipelined
 
 
 def write_image(path: Path, img: np.ndarray) -> None:
@@ -108,15 +108,27 @@ def cmd_fuse_dir(args: argparse.Namespace) -> int:
     pairs = find_pairs(Path(args.data))
     if args.sequence:  # consecutive frames, sorted by name: video mode on, one frame interval apart
         args.set = [*args.set, "video.enabled=true"]
-    fuser = VideoFuser(build_fuser(args)) if args.sequence else build_fuser(args)
     out = Path(args.out)
-    warm = 0
-    for i, (stem, ir_path, vis_path) in enumerate(tqdm(pairs, desc="fusing", unit="pair")):
-        result = fuse_sources(fuser, args, [imaging.read_image(ir_path), imaging.read_image(vis_path)],
-                              stamp=i / args.fps)
-        warm += isinstance(fuser, VideoFuser) and fuser.last_reason == "warm"
+    if args.sequence:  # on two threads, as the node: reading and the front half | the back half and writing
+        video, warm = VideoFuser(build_fuser(args)), []
+
+        def frames():
+            for i, (_, ir_path, vis_path) in enumerate(tqdm(pairs, desc="fusing", unit="pair")):
+                images, valid = prepare_sources(args, [imaging.read_image(ir_path), imaging.read_image(vis_path)])
+                yield images, i / args.fps, valid
+                warm.append(video.last_reason == "warm")  # the front of frame i has run
+
+        def write(i: int, result: FusionResult) -> None:
+            write_image(out / f"{pairs[i][0]}.png", result.fused)
+
+        fuse_pipelined(video, frames(), write)
+        print(f"wrote {len(pairs)} fused images to {out} ({sum(warm)} warm-started)")
+        return 0
+    fuser = build_fuser(args)
+    for stem, ir_path, vis_path in tqdm(pairs, desc="fusing", unit="pair"):
+        result = fuse_sources(fuser, args, [imaging.read_image(ir_path), imaging.read_image(vis_path)])
         write_image(out / f"{stem}.png", result.fused)
-    print(f"wrote {len(pairs)} fused images to {out}" + (f" ({warm} warm-started)" if args.sequence else ""))
+    print(f"wrote {len(pairs)} fused images to {out}")
     return 0
 
 

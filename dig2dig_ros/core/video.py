@@ -26,8 +26,10 @@ order, and stabilises a frame only against the output of the frame its motion wa
 
 from __future__ import annotations
 
+import queue
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -232,3 +234,37 @@ class VideoFuser:
             bound = temporal.source_change(sources, state.sources, *coords)
         return temporal.stabilise(luminance, state.luminance, *coords, cfg.temporal_strength,
                                   cfg.temporal_sigma, bound)
+
+
+Frame = tuple[list[np.ndarray], float | None, list[np.ndarray | None] | None]  # images, stamp, validity masks
+
+
+def fuse_pipelined(video: VideoFuser, frames: Iterable[Frame], consume: Callable[[int, FusionResult], None]) -> None:
+    """Fuse a finite sequence in order, as the node does on two threads: the front half of frame t+1 (and reading
+    it: ``frames`` is iterated on the calling thread) while the back half of frame t and ``consume(t, result)``
+    (e.g. writing it) run on a second thread. At most one front result waits between the halves; nothing is
+    dropped. The first error of either half stops the sequence and is raised here, after both threads end."""
+    handoff: queue.Queue = queue.Queue(maxsize=1)  # (index, Pending), or None: no more frames
+    failures: list[BaseException] = []
+
+    def back_half() -> None:
+        while (item := handoff.get()) is not None:
+            if failures:
+                continue  # a half failed: drain what the front handed over, finish nothing more
+            try:
+                consume(item[0], video.back(item[1]))
+            except BaseException as exc:  # noqa: BLE001 - raised on the calling thread below
+                failures.append(exc)
+
+    thread = threading.Thread(target=back_half, name="video_back_half", daemon=True)
+    thread.start()
+    try:
+        for index, (images, stamp, valid) in enumerate(frames):
+            if failures:
+                break
+            handoff.put((index, video.front(images, stamp=stamp, valid=valid)))
+    finally:
+        handoff.put(None)
+        thread.join()
+    if failures:
+        raise failures[0]
