@@ -7,9 +7,9 @@ import cv2
 import numpy as np
 import pytest
 
-from dig2dig_ros.core.classical import guided_coefficients as classical_guided_coefficients
+from dig2dig_ros.core.classical import guided_coefficients
 from dig2dig_ros.core.config import FullResConfig, FusionConfig, with_overrides
-from dig2dig_ros.core.fullres import guided_coefficients, reconstruct, shrink, upsample_weights
+from dig2dig_ros.core.fullres import reconstruct, shrink, upsample_weights
 from dig2dig_ros.core.fusion import Fuser
 from dig2dig_ros.core.imaging import noise_sigma, scratch
 from dig2dig_ros.core.priors.wiener import WienerPrior
@@ -282,12 +282,12 @@ def test_weights_all_clipped_to_zero_fall_back_to_equal_shares():
 
 
 @pytest.mark.parametrize("shape,radius,eps", [((48, 64), 2, 1e-3), ((7, 5), 1, 1e-2), ((33, 40), 4, 1e-4)])
-def test_guided_coefficients_are_the_classical_float32_ones_bit_for_bit(shape, radius, eps):
+def test_guided_coefficients_in_scratch_buffers_are_the_fresh_float32_ones_bit_for_bit(shape, radius, eps):
     rng = np.random.default_rng(5)
     guide, src = rng.random(shape).astype(np.float32), rng.random(shape).astype(np.float32)
-    expected = classical_guided_coefficients(guide, src, radius, eps, np.float32)
-    for pooled in (False, True, True):  # the pooled buffers are reused from one call to the next
-        got = guided_coefficients(guide, src, radius, eps, pooled=pooled)
+    expected = guided_coefficients(guide, src, radius, eps, np.float32)
+    for _ in range(2):  # the scratch buffers are reused from one call to the next
+        got = guided_coefficients(guide, src, radius, eps, np.float32, scratch)
         for a, b in zip(got, expected, strict=True):
             np.testing.assert_array_equal(a, b)
 

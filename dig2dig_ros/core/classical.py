@@ -12,6 +12,7 @@ method returns float32 (H, W) in [0, 1]. Methods, by registry name:
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -119,21 +120,23 @@ def fuse_laplacian(sources: Sequence[np.ndarray], levels: int | None = None) -> 
 # ---------------------------------------------------------------------------------------------------------
 # Guided-filter fusion
 # ---------------------------------------------------------------------------------------------------------
-def _box_mean(img: np.ndarray, radius: int, counts: np.ndarray | None = None) -> np.ndarray:
-    """Mean over the (2r+1)² window clipped to the image (He et al.'s normalised box filter), in img's float type.
-
-    counts: :func:`_window_areas` of img's shape and radius, if the caller has them.
-    """
+def _box_mean(img: np.ndarray, radius: int, counts: np.ndarray, box: np.ndarray | None = None,
+              out: np.ndarray | None = None) -> np.ndarray:
+    """Mean over the (2r+1)² window clipped to the image (He et al.'s normalised box filter), in img's float type;
+    ``counts``: :func:`_window_areas` of img's shape and radius. ``box`` holds the window sums and ``out`` the
+    result where given (neither may be img)."""
     k = (2 * radius + 1, 2 * radius + 1)
-    total = cv2.boxFilter(img, -1, k, normalize=False, borderType=cv2.BORDER_CONSTANT)  # (H,W)
-    if counts is None:
-        counts = _window_areas(img.shape, radius, img.dtype)
-    return np.divide(total, counts, out=total)
+    total = cv2.boxFilter(img, -1, k, dst=box, normalize=False, borderType=cv2.BORDER_CONSTANT)  # (H,W)
+    return np.divide(total, counts, out=total if out is None else out)
 
 
+@functools.lru_cache(maxsize=16)
 def _window_areas(shape: tuple[int, ...], radius: int, dtype: type[np.floating] = np.float64) -> np.ndarray:
-    """How many pixels of each pixel's (2r+1)² window fall inside an image of shape (H, W): (H,W) in dtype."""
-    return (_window_counts(shape[0], radius)[:, None] * _window_counts(shape[1], radius)).astype(dtype, copy=False)
+    """How many pixels of each pixel's (2r+1)² window fall inside an image of shape (H, W): (H,W) in dtype,
+    read-only (kept per shape)."""
+    areas = (_window_counts(shape[0], radius)[:, None] * _window_counts(shape[1], radius)).astype(dtype, copy=False)
+    areas.flags.writeable = False
+    return areas
 
 
 def _window_counts(n: int, radius: int) -> np.ndarray:
@@ -142,24 +145,41 @@ def _window_counts(n: int, radius: int) -> np.ndarray:
     return (np.minimum(idx + radius, n - 1) - np.maximum(idx - radius, 0) + 1).astype(np.float64)
 
 
+Scratch = Callable[[str, tuple[int, ...], type], np.ndarray]  # (name, shape, dtype) → an array to write into
+
+
 def guided_coefficients(guide: np.ndarray, src: np.ndarray, radius: int, eps: float,
-                        dtype: type[np.floating] = np.float64) -> tuple[np.ndarray, np.ndarray]:
+                        dtype: type[np.floating] = np.float64, scratch: Scratch | None = None
+                        ) -> tuple[np.ndarray, np.ndarray]:
     """The guided filter's linear coefficients, averaged over the windows covering each pixel: (ā, b̄), so that
     the filtered src is ā·guide + b̄ (and, fitted on a small image, ā and b̄ upsampled apply to a larger guide:
     the fast guided filter). Per (2r+1)² window ω: a = cov_ω(I, p) / (var_ω(I) + ε), b = mean_ω(p) − a·mean_ω(I).
     Windows are clipped at the image border. Computed and returned in ``dtype`` (H, W) each: float64 by default;
     float32 (a third of the time) agrees to about 1e-6 where ε is well above float32's rounding of var_ω(I)
     (ε ≳ 1e-4 for images in [0, 1]; not for gff's ε2 = 1e-6).
+
+    ``scratch``: where every intermediate, the two returned arrays included, is written (e.g. imaging.scratch,
+    for a caller that uses them up before its next call); None: new arrays.
     """
     i = np.asarray(guide, dtype=dtype)  # (H,W)
     p = np.asarray(src, dtype=dtype)  # (H,W)
-    n = _window_areas(i.shape, radius, i.dtype)  # (H,W)
-    mean_i, mean_p = _box_mean(i, radius, n), _box_mean(p, radius, n)
-    var_i = _box_mean(i * i, radius, n) - mean_i * mean_i
-    cov_ip = _box_mean(i * p, radius, n) - mean_i * mean_p
-    a = cov_ip / (var_i + eps)
-    b = mean_p - a * mean_i
-    return _box_mean(a, radius, n), _box_mean(b, radius, n)  # (H,W) each
+    shape = i.shape
+
+    def buffer(role: str) -> np.ndarray:
+        return np.empty(shape, i.dtype) if scratch is None else scratch("classical.guided." + role, shape, i.dtype)
+
+    n = _window_areas(shape, radius, i.dtype)  # (H,W)
+    box = buffer("box")  # (H,W) window sums
+    mean_i, mean_p = _box_mean(i, radius, n, box, buffer("mean_i")), _box_mean(p, radius, n, box, buffer("mean_p"))
+    product = np.multiply(i, i, out=buffer("product"))  # (H,W), reused once each value is used up
+    var_i = _box_mean(product, radius, n, box, buffer("var_i"))
+    cov_ip = _box_mean(np.multiply(i, p, out=product), radius, n, box, buffer("cov_ip"))
+    var_i -= np.multiply(mean_i, mean_i, out=product)
+    cov_ip -= np.multiply(mean_i, mean_p, out=product)
+    var_i += i.dtype.type(eps)
+    a = np.divide(cov_ip, var_i, out=cov_ip)
+    b = np.subtract(mean_p, np.multiply(a, mean_i, out=product), out=mean_p)
+    return _box_mean(a, radius, n, box, var_i), _box_mean(b, radius, n, box, mean_i)  # (H,W) each
 
 
 def guided_filter(guide: np.ndarray, src: np.ndarray, radius: int, eps: float) -> np.ndarray:

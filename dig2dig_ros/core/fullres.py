@@ -17,13 +17,13 @@ sources' edges, not a blur. The step's settings, defaults included, are config.F
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Sequence
 
 import cv2
 import numpy as np
 
 from dig2dig_ros.core import imaging
+from dig2dig_ros.core.classical import guided_coefficients
 from dig2dig_ros.core.config import FullResConfig
 
 
@@ -72,8 +72,8 @@ def upsample_weights(weights: np.ndarray, guides_small: np.ndarray, guides: np.n
     out = np.empty(guides.shape, np.float32)  # (K,H,W)
     offset = imaging.scratch("fullres.upsample.offset", guides.shape[-2:])  # (H,W) b̄ at full size
     for k in range(len(weights)):  # the fast guided filter: coefficients at the working size, applied at full size
-        a, b = guided_coefficients(guides_small[k], weights[k], params.radius, params.eps, pooled=True)  # float32:
-        # params.eps is well above its rounding
+        a, b = guided_coefficients(guides_small[k], weights[k], params.radius, params.eps, np.float32,
+                                   imaging.scratch)  # float32: params.eps is well above its rounding
         np.multiply(imaging.resize_into(a, out[k], cv2.INTER_LINEAR), guides[k], out=out[k])  # ā·I
         out[k] += imaging.resize_into(b, offset, cv2.INTER_LINEAR)
     np.clip(out, 0.0, 1.0, out=out)
@@ -95,52 +95,6 @@ def _normalise(x: np.ndarray, floor: float, strict: bool, fallback: np.ndarray |
     for k, plane in enumerate(x if fall is not None and fall.size else ()):
         plane.flat[fall] = 1.0 / len(x) if fallback is None else fallback[k].flat[fall]
     return x
-
-
-def guided_coefficients(guide: np.ndarray, src: np.ndarray, radius: int, eps: float, pooled: bool = False
-                        ) -> tuple[np.ndarray, np.ndarray]:
-    """classical.guided_coefficients(guide, src, radius, eps, np.float32): (ā, b̄) (H,W) each, bit for bit (the
-    same float32 operations in the same order), with fewer temporaries and the window areas kept per size.
-
-    pooled: every array, the two returned included, is this thread's scratch (imaging.scratch), valid until the
-    next pooled call: for a caller that uses them up at once.
-    """
-    i = np.asarray(guide, dtype=np.float32)  # (H,W)
-    p = np.asarray(src, dtype=np.float32)  # (H,W)
-    shape = i.shape
-
-    def buffer(role: str) -> np.ndarray:
-        return imaging.scratch("fullres.guided." + role, shape) if pooled else np.empty(shape, np.float32)
-
-    n = _window_areas(shape, radius)  # (H,W)
-    box = buffer("box")  # (H,W) window sums
-    mean_i, mean_p = _box_mean(i, n, radius, box, buffer("mean_i")), _box_mean(p, n, radius, box, buffer("mean_p"))
-    product = np.multiply(i, i, out=buffer("product"))  # (H,W), reused once each value is used up
-    var_i = _box_mean(product, n, radius, box, buffer("var_i"))
-    cov_ip = _box_mean(np.multiply(i, p, out=product), n, radius, box, buffer("cov_ip"))
-    var_i -= np.multiply(mean_i, mean_i, out=product)
-    cov_ip -= np.multiply(mean_i, mean_p, out=product)
-    var_i += np.float32(eps)
-    a = np.divide(cov_ip, var_i, out=cov_ip)
-    b = np.subtract(mean_p, np.multiply(a, mean_i, out=product), out=mean_p)
-    return _box_mean(a, n, radius, box, var_i), _box_mean(b, n, radius, box, mean_i)
-
-
-def _box_mean(x: np.ndarray, areas: np.ndarray, radius: int, box: np.ndarray, out: np.ndarray) -> np.ndarray:
-    """Mean of x (H,W) float32 over each (2r+1)² window clipped to the image (``areas``: their sizes), into ``out``;
-    ``box`` (H,W) float32 holds the window sums (neither may be x)."""
-    k = 2 * radius + 1
-    total = cv2.boxFilter(x, -1, (k, k), dst=box, normalize=False, borderType=cv2.BORDER_CONSTANT)
-    return np.divide(total, areas, out=out)
-
-
-@functools.lru_cache(maxsize=16)
-def _window_areas(shape: tuple[int, int], radius: int) -> np.ndarray:
-    """How many pixels of each pixel's (2r+1)² window lie inside an image of shape (H, W): (H,W) float32, read-only."""
-    k = 2 * radius + 1
-    areas = cv2.boxFilter(np.ones(shape, np.float32), -1, (k, k), normalize=False, borderType=cv2.BORDER_CONSTANT)
-    areas.flags.writeable = False
-    return areas
 
 
 def shrink(detail: np.ndarray, threshold: float, out: np.ndarray | None = None) -> np.ndarray:
