@@ -77,13 +77,9 @@ def cmd_fuse(args: argparse.Namespace) -> int:
     return 0
 
 
-def fuse_sources(fuser: Fuser | VideoFuser, args: argparse.Namespace, images: list[np.ndarray],
-                 stamp: float | None = None) -> FusionResult:
-    """Normalise and register the infrared source as the node does, then fuse (a video frame when given a
-    VideoFuser: warm-started from the previous one)."""
+def fuse_sources(fuser: Fuser, args: argparse.Namespace, images: list[np.ndarray]) -> FusionResult:
+    """Normalise and register the infrared source as the node does, then fuse."""
     images, valid = prepare_sources(args, images)
-    if isinstance(fuser, VideoFuser):
-        return fuser(images, stamp=stamp, valid=valid)
     return fuser(images, valid=valid)
 
 

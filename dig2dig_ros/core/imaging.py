@@ -231,23 +231,12 @@ def noise_sigma(x: np.ndarray) -> float:
     """
     h, w = (x.shape[0] // 2) * 2, (x.shape[1] // 2) * 2
     q = x[:h, :w]
-    floats = q.dtype.kind == "f"  # then every step below works in one scratch array of q's type
-
-    def buffer(role: str) -> np.ndarray | None:
-        return scratch("imaging.noise_sigma." + role, (h // 2, w // 2), q.dtype) if floats else None
-
-    band = np.subtract(q[0::2, 0::2], q[0::2, 1::2], out=buffer("band"))  # (H/2,W/2)
-    band -= q[1::2, 0::2]
-    band += q[1::2, 1::2]
-    band = np.abs(band, out=band)
-    band = np.divide(band, 2, out=band) if floats else band / 2
-    if band.size == 0:
+    band = np.abs(q[0::2, 0::2] - q[0::2, 1::2] - q[1::2, 0::2] + q[1::2, 1::2]) / 2  # (H/2,W/2)
+    steps = band * 510.0  # an integer per coefficient if x came from 8-bit data
+    whole = np.rint(steps)
+    if band.size == 0 or np.abs(steps - whole).max() > 0.01:
         return float(np.median(band)) * MAD_TO_SIGMA
-    steps = np.multiply(band, 510.0, out=buffer("steps"))  # an integer per coefficient if x came from 8-bit data
-    whole = np.rint(steps, out=buffer("whole"))
-    if np.abs(np.subtract(steps, whole, out=steps), out=steps).max() > 0.01:
-        return float(np.median(band)) * MAD_TO_SIGMA
-    return _sigma_8bit(_integer_counts(whole))  # coefficients per step (≤ 510 steps)
+    return _sigma_8bit(np.bincount(whole.astype(np.intp).ravel()))  # coefficients per step (≤ 510 steps)
 
 
 def noise_sigma_8bit(n: np.ndarray) -> float:
@@ -280,18 +269,6 @@ def _sigma_8bit(counts: np.ndarray) -> float:
         low, width = (0.0, 0.5) if median == 0 else (median - 0.5, 1.0)  # the values that round to `median`
         sigma = (low + (int(counts.sum()) / 2 - below) / at * width) / 510.0 * MAD_TO_SIGMA
     return math.sqrt(max(0.0, sigma**2 - ROUNDING_VARIANCE_8BIT))
-
-
-def _integer_counts(whole: np.ndarray) -> np.ndarray:
-    """np.bincount of whole, non-negative integers held as floats (any shape): (max+1,) int64.
-
-    cv2.calcHist on them as uint16 where its float32 bins count exactly (fewer than 2^24 values), else bincount.
-    """
-    bins = int(whole.max()) + 1
-    if whole.size >= 2**24 or bins > 2**16 or whole.ndim != 2:
-        return np.bincount(whole.astype(np.intp).ravel())
-    hist = cv2.calcHist([whole.astype(np.uint16)], [0], None, [bins], [0, bins])  # (bins,1) float32
-    return hist.ravel().astype(np.int64)
 
 
 def _histogram_median(counts: np.ndarray) -> float:

@@ -80,7 +80,7 @@ class Pending:
     prep: Prepared
     result: FusionResult  # luminance and weights at the solve size (``detailed`` False) or the input size
     detailed: bool  # False: the back still runs the detail
-    grid: SolveGrid | None  # dig-blend's grid when the back solves the blend too (no detail step: see front)
+    grid: SolveGrid | None  # dig-blend's grid when the back solves the blend too (see _before_detail)
     coords: tuple[np.ndarray, np.ndarray] | None  # (H,W) each: where each pixel of this frame was in ``previous``
     reason: str  # why the frame ran in full ("warm" when it was warm-started; "video mode off...")
     seconds: float  # the front half's own time
