@@ -13,6 +13,7 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -76,7 +77,14 @@ def main(argv: list[str] | None = None) -> int:
                                      "--ros-args", "-p", "use_sim_time:=true"),
                                 env=env, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                 text=True)
+    watcher = RecorderWatcher(recorder, [t for t, m in OUTPUT_TOPICS.items() if m.endswith("Image")])
     try:
+        # The fused frames are volatile: a recorder that subscribes after they are published never sees them,
+        # so the replay starts only once the recorder has subscribed to every image output.
+        if not watcher.wait(args.startup_timeout):
+            print(f"demo: error: the recorder did not subscribe to {', '.join(watcher.missing)} within "
+                  f"{args.startup_timeout:.0f} s", file=sys.stderr)
+            return 1
         play = subprocess.run(_cli("play", str(input_bag), "--clock", "--rate", str(args.play_rate),
                                    "--wait-for-subscribers", str(args.startup_timeout), "--linger", "1"),
                               env=env, timeout=args.startup_timeout + 600)
@@ -89,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
         time.sleep(args.settle)
     finally:
         stop_processes([recorder])
-        record_log = recorder.stdout.read() if recorder.stdout else ""
+        record_log = watcher.log()
         stop_processes([graph])
     if "Traceback" in record_log:
         print(record_log, file=sys.stderr)
@@ -100,6 +108,37 @@ def main(argv: list[str] | None = None) -> int:
         print("demo: error: no frame was fused", file=sys.stderr)
         return 1
     return 0
+
+
+class RecorderWatcher:
+    """Reads a `record` process's output on a thread; tells when it has subscribed to the given topics."""
+
+    def __init__(self, process: subprocess.Popen, topics: list[str]) -> None:
+        self.process, self.missing = process, list(topics)
+        self.lines: list[str] = []
+        self.ready = threading.Event()
+        self.thread = threading.Thread(target=self._read, daemon=True)
+        self.thread.start()
+
+    def _read(self) -> None:
+        for line in self.process.stdout or ():
+            self.lines.append(line)
+            words = line.split()
+            if len(words) >= 2 and words[0] == "recording" and words[1] in self.missing:
+                self.missing.remove(words[1])
+                if not self.missing:
+                    self.ready.set()
+        self.ready.set()  # the recorder ended: stop waiting
+
+    def wait(self, timeout: float) -> bool:
+        """Wait up to `timeout` s; True when every topic is subscribed and the recorder still runs."""
+        self.ready.wait(timeout)
+        return not self.missing and self.process.poll() is None
+
+    def log(self) -> str:
+        """Everything the recorder printed (call after it ended)."""
+        self.thread.join(timeout=5)
+        return "".join(self.lines)
 
 
 def write_outputs(input_bag: Path, output_bag: Path, out: Path, source: str) -> dict:
