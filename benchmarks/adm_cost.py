@@ -15,7 +15,7 @@ import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
-from dig2dig_ros.core.priors.adm import AdmConfig, AdmPrior, AdmUNet
+from dig2dig_ros.core.diffusion.priors.adm import AdmConfig, AdmPrior, AdmUNet
 
 
 def count_flops(prior: AdmPrior, x: torch.Tensor, t: torch.Tensor) -> int:

@@ -3,7 +3,7 @@
 For each image source the same converted YOLOv5 model runs on LLVIP 010001–010050 and its `person` boxes are
 matched to the VOC annotations (greedy by score, IoU ≥ --match-iou, each annotation used once). Sources:
 visible, infrared, `average` (the classical average of the luminances with the visible chroma, computed here
-through dig2dig_ros.core.fusion.Fuser; a plain mean of the BGR frames when that is unavailable), and, with
+through dig2dig_ros.core.frame.fusion.Fuser; a plain mean of the BGR frames when that is unavailable), and, with
 --fused DIR, fused frames named <stem>.png/.jpg. Prints a Markdown table of precision / recall / F1.
 
     .venv/bin/python benchmarks/detection_eval.py --pt ../shared/data/weights/yolov5n.pt [--fused DIR] [--missed]
@@ -88,7 +88,7 @@ def average_fuser() -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
     """(ir, vis) BGR uint8 → fused BGR uint8 with the project's classical `average` (plain mean as fallback)."""
     try:
         from dig2dig_ros.core.config import FusionConfig
-        from dig2dig_ros.core.fusion import Fuser
+        from dig2dig_ros.core.frame.fusion import Fuser
 
         fuser = Fuser(FusionConfig(method="average"), device="cpu")
         return lambda ir, vis: fuser([ir, vis]).fused

@@ -76,8 +76,8 @@ def worker(args: argparse.Namespace) -> None:
     cv2.setNumThreads(args.threads)
     import dig2dig_ros
     from dig2dig_ros.core.config import FusionConfig
-    from dig2dig_ros.core.fusion import Fuser
-    from dig2dig_ros.core.priors import load_prior
+    from dig2dig_ros.core.diffusion.priors import load_prior
+    from dig2dig_ros.core.frame.fusion import Fuser
 
     images, source = load_frame(args.data, args.size)
     prior = load_prior("bundled", torch.device("cpu"))

@@ -30,11 +30,11 @@ import cv2
 import numpy as np
 import torch
 
-from dig2dig_ros.core import imaging, stages
 from dig2dig_ros.core.config import FusionConfig, with_overrides
-from dig2dig_ros.core.fusion import Fuser
+from dig2dig_ros.core.frame import imaging, stages
+from dig2dig_ros.core.frame.fusion import Fuser
 from dig2dig_ros.core.sample_scene import make_sample_pair
-from dig2dig_ros.core.video import VideoFuser
+from dig2dig_ros.core.video.fuser import VideoFuser
 
 LLVIP = Path(__file__).resolve().parents[2] / "shared" / "data" / "vif" / "llvip"
 M3SVD = Path(__file__).resolve().parents[2] / "shared" / "data" / "sequences" / "m3svd_0117_1605"

@@ -9,7 +9,7 @@ dig2dig_ros.core from the checkout and checks that no rclpy came with it). Witho
 --device cpu) it says so and exits 0.
 
 Rows, per input size (HxW of a synthetic moving night street, a new frame each call) and working size
-(--max-side, 0 = the input size): DIG-15 and DIG-25 per frame, and video mode when dig2dig_ros.core.video
+(--max-side, 0 = the input size): DIG-15 and DIG-25 per frame, and video mode when dig2dig_ros.core.video.fuser
 provides VideoFuser(Fuser(config, prior, device))(images, stamp) (its first frame, a full run, is the
 warm-up; the timed frames follow it at 30 fps stamps; the row says how many were warm-started). Each row in
 float32 (PyTorch's defaults: TF32 convolutions as printed) and with only the prior's forward under
@@ -39,8 +39,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout, wh
 
 import dig2dig_ros  # noqa: E402
 from dig2dig_ros.core.config import FusionConfig  # noqa: E402
-from dig2dig_ros.core.fusion import Fuser  # noqa: E402
-from dig2dig_ros.core.priors import Prior, load_prior  # noqa: E402
+from dig2dig_ros.core.diffusion.priors import Prior, load_prior  # noqa: E402
+from dig2dig_ros.core.frame.fusion import Fuser  # noqa: E402
 from dig2dig_ros.core.sample_scene import make_sample_pair  # noqa: E402
 
 MAX_MEAN_DIFF = 1.0  # grey levels (of 255): mean |fused_lowp − fused_fp32| allowed ...
@@ -81,11 +81,11 @@ class Measured:
 
 
 def video_fuser_class() -> type | None:
-    """dig2dig_ros.core.video.VideoFuser, or None when that module is not in this checkout."""
+    """dig2dig_ros.core.video.fuser.VideoFuser, or None when that module is not in this checkout."""
     try:
-        from dig2dig_ros.core.video import VideoFuser
+        from dig2dig_ros.core.video.fuser import VideoFuser
     except ModuleNotFoundError as exc:
-        if exc.name == "dig2dig_ros.core.video":
+        if exc.name == "dig2dig_ros.core.video.fuser":
             return None
         raise
     return VideoFuser
@@ -198,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
     if not video:
         print(
             "video mode: "
-            + ("skipped (--no-video)" if args.no_video else "dig2dig_ros.core.video not in this checkout")
+            + ("skipped (--no-video)" if args.no_video else "dig2dig_ros.core.video.fuser not in this checkout")
         )
     print(
         f"check: mean |diff| <= {MAX_MEAN_DIFF} and p99 <= {MAX_P99_DIFF} grey levels against fp32 "

@@ -12,7 +12,7 @@ import time
 
 import torch
 
-from dig2dig_ros.core.priors import Prior, load_prior
+from dig2dig_ros.core.diffusion.priors import Prior, load_prior
 
 SIZES = ((256, 320), (512, 640))  # (H, W)
 DIG15_FORWARDS = {1: 15, 3: 2}  # DIG-15 with two sources: 15 batch-1 forwards and 2 of batch 3 (sample + sources)

@@ -25,8 +25,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from dig2dig_ros.core import imaging
-from dig2dig_ros.core.homography_estimate import (
+from dig2dig_ros.core.frame import imaging
+from dig2dig_ros.core.frame.homography_estimate import (
     EstimateRefused,
     EstimateSettings,
     check_quality,

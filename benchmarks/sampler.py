@@ -20,8 +20,8 @@ import torch
 
 from dig2dig_ros.core.config import FusionConfig, SamplerConfig
 from dig2dig_ros.core.device import resolve_device
-from dig2dig_ros.core.fusion import Fuser
-from dig2dig_ros.core.priors import PriorError, load_prior
+from dig2dig_ros.core.diffusion.priors import PriorError, load_prior
+from dig2dig_ros.core.frame.fusion import Fuser
 from dig2dig_ros.core.sample_scene import make_sample_pair
 
 SIZES = ((256, 320), (512, 640))  # (H, W)
@@ -89,7 +89,7 @@ def main() -> int:
         sys.path.insert(0, str(Path(__file__).parent))
         from adm_cost import count_flops, seconds_per_forward
 
-        from dig2dig_ros.core.priors.adm import AdmConfig, AdmPrior, AdmUNet
+        from dig2dig_ros.core.diffusion.priors.adm import AdmConfig, AdmPrior, AdmUNet
 
         adm = AdmPrior(AdmUNet(AdmConfig())).to(device).eval()
         x, t = torch.randn(1, 3, 256, 256, device=device), torch.full((1,), 500, device=device)

@@ -5,7 +5,7 @@ a FusionNode running in this process at --rate Hz, stamped with the current time
 to --size, and measures per fused frame the receive time − input stamp (the node keeps only the newest pair: a
 slow frame shows up as drops). The sequence loops when --frames is longer. Per stage, the mean ms per fused
 frame: `conversion` (the node's message → array, infrared normalisation, registration) and `publishing` timed
-around the node's own calls, the fusion stages from `Fuser.profile` (dig2dig_ros/core/stages.py).
+around the node's own calls, the fusion stages from `Fuser.profile` (dig2dig_ros/core/frame/stages.py).
 
     .venv/bin/python benchmarks/sequence_latency.py --sequence ../shared/data/sequences/m3svd_0117_1605 \\
         [--size 1280x960] [--frames 150] [--rate 25] [--threads 2] [--prior bundled] [--set method=dig ...]
@@ -33,7 +33,7 @@ from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image
 
-from dig2dig_ros.core import imaging
+from dig2dig_ros.core.frame import imaging
 from dig2dig_ros.ros.conversions import numpy_to_image
 from dig2dig_ros.ros.fusion_node import FusionNode
 

@@ -22,7 +22,7 @@ import torch
 from make_evaluation import FIDELITY, NOISE, REPO, Runner, git_commit, mean, pair_wins, split, timed_log, wins_vs
 
 from dig2dig_ros.commands.evaluate import find_samples
-from dig2dig_ros.core.priors import load_prior
+from dig2dig_ros.core.diffusion.priors import load_prior
 
 SPLITS = (1, 3, 4)
 

@@ -27,8 +27,8 @@ import torch
 
 from dig2dig_ros.commands.evaluate import Row, Sample, Score, evaluate_fuser, find_samples, markdown_table
 from dig2dig_ros.core.config import FusionConfig, with_overrides
-from dig2dig_ros.core.fusion import Fuser
-from dig2dig_ros.core.priors import Prior, load_prior
+from dig2dig_ros.core.diffusion.priors import Prior, load_prior
+from dig2dig_ros.core.frame.fusion import Fuser
 
 REPO = Path(__file__).resolve().parents[1]
 DATASETS = (("LLVIP", "vif/llvip"), ("MSRS", "vif/msrs"), ("TNO", "vif/tno"), ("RoadScene", "vif/roadscene"))

@@ -9,11 +9,11 @@ sorted by name. Each method fuses the first --max-frames frames (0: all) in orde
 is made fresh per sequence and called once per frame with the frame's stamp (frame index / --fps), so a
 stateful (video-mode) fuser sees the sequence as a camera would deliver it. Per method and sequence:
 seconds per frame (mean, first frame included), the flicker ratio and the fused video's warping error
-(dig2dig_ros/core/flicker.py: DIS flow from the visible frames, ratio to the sources' own warping errors), and
+(dig2dig_ros/core/video/flicker.py: DIS flow from the visible frames, ratio to the sources' own warping errors), and
 mean Qabf and SSIM (dig2dig_ros/core/metrics.py, infrared = A, visible = B).
 
 Methods are rows of METHODS (name → factory); add one there. The "dig-video" row appears when
-dig2dig_ros.core.video provides VideoFuser(Fuser(...))(images, stamp) -> FusionResult.
+dig2dig_ros.core.video.fuser provides VideoFuser(Fuser(...))(images, stamp) -> FusionResult.
 """
 
 from __future__ import annotations
@@ -36,11 +36,12 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # this checkout's package, not another one installed in the environment
 
 import dig2dig_ros  # noqa: E402
-from dig2dig_ros.core import imaging, metrics  # noqa: E402
+from dig2dig_ros.core import metrics  # noqa: E402
 from dig2dig_ros.core.config import FusionConfig, with_overrides  # noqa: E402
-from dig2dig_ros.core.flicker import estimate_motion, flicker  # noqa: E402
-from dig2dig_ros.core.fusion import Fuser  # noqa: E402
-from dig2dig_ros.core.priors import Prior, load_prior  # noqa: E402
+from dig2dig_ros.core.diffusion.priors import Prior, load_prior  # noqa: E402
+from dig2dig_ros.core.frame import imaging  # noqa: E402
+from dig2dig_ros.core.frame.fusion import Fuser  # noqa: E402
+from dig2dig_ros.core.video.flicker import estimate_motion, flicker  # noqa: E402
 
 DEFAULT_DATA = REPO.parent / "shared" / "data"
 
@@ -73,7 +74,7 @@ def _video_mode(method: str, **settings: object) -> Callable[[Setup], FrameFn]:
     extra = dict(settings)
 
     def make(setup: Setup) -> FrameFn:
-        from dig2dig_ros.core.video import VideoFuser  # absent: the row is skipped (see video_mode_available)
+        from dig2dig_ros.core.video.fuser import VideoFuser  # absent: the row is skipped (see video_mode_available)
 
         settings = {**setup.overrides, **extra, "method": method, "max_side": setup.max_side, "video.enabled": True}
         config = with_overrides(FusionConfig(), settings)
@@ -95,11 +96,11 @@ class _VideoFrames:
 
 
 def video_mode_available() -> bool:
-    """True when dig2dig_ros.core.video exists (an import error inside it is raised, not hidden)."""
+    """True when dig2dig_ros.core.video.fuser exists (an import error inside it is raised, not hidden)."""
     try:
-        import dig2dig_ros.core.video  # noqa: F401
+        import dig2dig_ros.core.video.fuser  # noqa: F401
     except ModuleNotFoundError as exc:
-        if exc.name == "dig2dig_ros.core.video":
+        if exc.name == "dig2dig_ros.core.video.fuser":
             return False
         raise
     return True
@@ -284,7 +285,7 @@ def main(argv: list[str] | None = None) -> int:
     notes = []
     if "dig-video" in methods and not video_mode_available():
         methods.remove("dig-video")
-        notes.append("- `dig-video` skipped: `dig2dig_ros.core.video` (VideoFuser) is not in this checkout.")
+        notes.append("- `dig-video` skipped: `dig2dig_ros.core.video.fuser` (VideoFuser) is not in this checkout.")
     sequences = find_sequences(args.data)
     if not sequences:
         print(f"no sequences under {args.data / 'sequences'}", file=sys.stderr)
@@ -326,7 +327,7 @@ any the video mode judged a scene change or time jump); **s/frame**, wall-clock 
 method's public call (mean over the frames, the first included; a machine shared with other jobs makes these
 noisy); **flicker ratio**, the fused video's warping error over the mean of the two sources' warping errors, with
 optical flow from the visible frames (DIS, forward–backward occlusion check; the warping error of Lai et al., ECCV
-2018; definition in `dig2dig_ros/core/flicker.py`): ≈ 1 moves as the scene moves, > 1 adds flicker; the plain
+2018; definition in `dig2dig_ros/core/video/flicker.py`): ≈ 1 moves as the scene moves, > 1 adds flicker; the plain
 average of two sources with independent noise reads ≈ 0.71 (noise averages out), so compare methods on one
 sequence; **warping error** on the gray [0, 255] scale; **Qabf** and **SSIM** (SSIM(F,A) + SSIM(F,B)) per frame,
 averaged (`dig2dig_ros/core/metrics.py`). TNO Nato camp may have a cut between its first two frames

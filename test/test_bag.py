@@ -13,7 +13,7 @@ from rosbags.rosbag2 import Writer
 
 from dig2dig_ros.bags import bag
 from dig2dig_ros.bags.bag import BagError
-from dig2dig_ros.core.imaging import read_image
+from dig2dig_ros.core.frame.imaging import read_image
 from dig2dig_ros.core.sample_scene import make_sample_pair
 
 START = 1_700_000_000 * 10**9

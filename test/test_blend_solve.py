@@ -11,10 +11,9 @@ import numpy as np
 import pytest
 import torch
 
-from dig2dig_ros.core import imaging
 from dig2dig_ros.core.config import GuidanceConfig
-from dig2dig_ros.core.dig import gaussian_blur
-from dig2dig_ros.core.guidance import (
+from dig2dig_ros.core.diffusion.dig import gaussian_blur
+from dig2dig_ros.core.diffusion.guidance import (
     REFERENCE_SIDE,
     _mirrored_blur,
     cosine_applies,
@@ -26,6 +25,7 @@ from dig2dig_ros.core.guidance import (
     mirror_extend,
     neumann_gradient_target,
 )
+from dig2dig_ros.core.frame import imaging
 
 BLEND = replace(GuidanceConfig(), grad_weight=GuidanceConfig().blend_grad_weight,
                 gradient=GuidanceConfig().blend_gradient)  # the energy dig-blend solves (stages.blend_target)

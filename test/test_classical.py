@@ -6,8 +6,8 @@ import cv2
 import numpy as np
 import pytest
 
-from dig2dig_ros.core import classical as C
 from dig2dig_ros.core import metrics as M
+from dig2dig_ros.core.frame import classical as C
 
 METHODS = sorted(C.CLASSICAL_METHODS)
 

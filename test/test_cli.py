@@ -106,7 +106,7 @@ SHIFT = np.array([[1.0, 0.0, 9.0], [0.0, 1.0, -6.0], [0.0, 0.0, 1.0]])  # aligne
 
 
 def test_sixteen_bit_infrared_gets_the_nodes_normalisation(sample_pair, tmp_path):
-    from dig2dig_ros.core.thermal import prepare_infrared
+    from dig2dig_ros.core.frame.thermal import prepare_infrared
 
     ir8 = cv2.imread(str(sample_pair[0]), cv2.IMREAD_GRAYSCALE)
     counts = (ir8.astype(np.uint16) * 4 + 21000)  # a narrow band of raw counts
@@ -174,7 +174,7 @@ def test_calibrate_prints_the_homography_the_options_take(tmp_path, capsys):
     lines = ["# x_ir y_ir x_vis y_vis"] + [f"{a} {b} {c} {d}" for (a, b), (c, d) in zip(ir_pts, vis_pts, strict=True)]
     (tmp_path / "points.txt").write_text("\n".join(lines) + "\n")
     assert main(["calibrate", str(tmp_path / "points.txt"), "-o", str(tmp_path / "H.txt")]) == 0
-    from dig2dig_ros.core.registration import parse_homography
+    from dig2dig_ros.core.frame.registration import parse_homography
 
     printed = capsys.readouterr().out.strip().splitlines()[-1]
     assert np.allclose(parse_homography(printed), h_true, atol=1e-5)

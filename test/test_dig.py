@@ -5,9 +5,8 @@ import pytest
 import torch
 
 from dig2dig_ros.core.config import DigConfig, FusionConfig, GuidanceConfig
-from dig2dig_ros.core.dig import box_mean, gaussian_blur, weights_from_gain
-from dig2dig_ros.core.fusion import Fuser
-from dig2dig_ros.core.guidance import (
+from dig2dig_ros.core.diffusion.dig import box_mean, gaussian_blur, weights_from_gain
+from dig2dig_ros.core.diffusion.guidance import (
     GRADIENTS,
     REFERENCE_SIDE,
     ProximalGuidance,
@@ -16,9 +15,10 @@ from dig2dig_ros.core.guidance import (
     guidance_target,
     mirror_extend,
 )
-from dig2dig_ros.core.priors.wiener import WienerPrior
-from dig2dig_ros.core.sampler import SamplerError, sample_dig
-from dig2dig_ros.core.schedule import timesteps
+from dig2dig_ros.core.diffusion.priors.wiener import WienerPrior
+from dig2dig_ros.core.diffusion.sampler import SamplerError, sample_dig
+from dig2dig_ros.core.diffusion.schedule import timesteps
+from dig2dig_ros.core.frame.fusion import Fuser
 
 TS = [int(t) for t in timesteps(6)]
 

@@ -11,9 +11,10 @@ import pytest
 
 from dig2dig_ros.commands import evaluate, plot_dig
 from dig2dig_ros.commands.cli import main
-from dig2dig_ros.core import imaging, metrics
+from dig2dig_ros.core import metrics
 from dig2dig_ros.core.config import FusionConfig, with_overrides
-from dig2dig_ros.core.fusion import Fuser, FusionError
+from dig2dig_ros.core.frame import imaging
+from dig2dig_ros.core.frame.fusion import Fuser, FusionError
 from dig2dig_ros.core.sample_scene import make_sample_pair
 
 SIZE = (64, 80)

@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 import pytest
 
-from dig2dig_ros.core.flicker import estimate_motion, flicker, warping_error
+from dig2dig_ros.core.video.flicker import estimate_motion, flicker, warping_error
 
 SIZE = (96, 128)  # (H, W)
 FRAMES = 6

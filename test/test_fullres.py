@@ -7,12 +7,12 @@ import cv2
 import numpy as np
 import pytest
 
-from dig2dig_ros.core.classical import guided_coefficients
 from dig2dig_ros.core.config import FullResConfig, FusionConfig, with_overrides
-from dig2dig_ros.core.fullres import reconstruct, shrink, upsample_weights
-from dig2dig_ros.core.fusion import Fuser
-from dig2dig_ros.core.imaging import noise_sigma, scratch
-from dig2dig_ros.core.priors.wiener import WienerPrior
+from dig2dig_ros.core.diffusion.priors.wiener import WienerPrior
+from dig2dig_ros.core.frame.classical import guided_coefficients
+from dig2dig_ros.core.frame.fullres import reconstruct, shrink, upsample_weights
+from dig2dig_ros.core.frame.fusion import Fuser
+from dig2dig_ros.core.frame.imaging import noise_sigma, scratch
 
 
 def _scene(h=128, w=160, seed=0):
@@ -145,7 +145,7 @@ def test_dig_blend_solved_above_the_working_size_keeps_more_of_the_sources_edges
 
 
 def test_the_solve_size_backs_off_where_the_sources_are_noisy():
-    from dig2dig_ros.core.fullres import solve_size
+    from dig2dig_ros.core.frame.fullres import solve_size
 
     size, work = (1024, 1280), (256, 320)
     assert solve_size(size, work, 640, 0.0, 0.008) == (512, 640)  # clean: the configured size
@@ -167,7 +167,7 @@ def test_fuser_solves_noisy_sources_at_a_smaller_size():
 
 
 def test_the_noise_factor_is_one_on_clean_sources_and_grows_with_the_noise_above_the_limit():
-    from dig2dig_ros.core.fullres import noise_factor
+    from dig2dig_ros.core.frame.fullres import noise_factor
 
     assert noise_factor(None, 0.008, 3.0) == 1.0  # no estimate (input at the working size)
     assert noise_factor([0.002, 0.006], 0.008, 3.0) == 1.0  # below the limit
@@ -179,8 +179,8 @@ def test_the_noise_factor_is_one_on_clean_sources_and_grows_with_the_noise_above
 def test_flattened_weights_are_the_softmax_at_a_higher_temperature_and_keep_masked_zeros():
     import torch
 
-    from dig2dig_ros.core.dig import weights_from_gain
-    from dig2dig_ros.core.fullres import flatten_weights
+    from dig2dig_ros.core.diffusion.dig import weights_from_gain
+    from dig2dig_ros.core.frame.fullres import flatten_weights
 
     gain = torch.from_numpy(np.random.default_rng(1).normal(0, 1, (2, 1, 16, 20)).astype(np.float32))
     w8 = weights_from_gain(gain, 8.0)[:, 0].numpy()  # (2,16,20)

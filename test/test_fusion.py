@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 from dig2dig_ros.core.config import FusionConfig, with_overrides
-from dig2dig_ros.core.fusion import Fuser, FusionError
-from dig2dig_ros.core.priors.wiener import WienerPrior
+from dig2dig_ros.core.diffusion.priors.wiener import WienerPrior
+from dig2dig_ros.core.frame.fusion import Fuser, FusionError
 from dig2dig_ros.core.sample_scene import make_sample_pair
 
 
@@ -102,7 +102,7 @@ def test_dig_blend_probes_at_its_own_timestep_whatever_the_sampler_settings():
 
 
 def test_dig_blend_probe_timestep_is_a_setting_scaled_to_the_priors_schedule():
-    from dig2dig_ros.core.schedule import linear_alphas_cumprod, timesteps
+    from dig2dig_ros.core.diffusion.schedule import linear_alphas_cumprod, timesteps
 
     prior = _Recording()
     Fuser(with_overrides(FusionConfig(), {"method": "dig-blend", "dig.blend_probe_t": 300}), prior=prior,
@@ -118,8 +118,8 @@ def test_dig_blend_probe_timestep_is_a_setting_scaled_to_the_priors_schedule():
 @pytest.mark.parametrize("stop_at,stage,calls,blends,details", [
     (1, "the DIG weights", 0, 0, 0), (2, "the blend", 1, 0, 0), (3, "the full-resolution step", 1, 1, 0)])
 def test_dig_blend_stops_between_its_stages(monkeypatch, max_side, stop_at, stage, calls, blends, details):
-    from dig2dig_ros.core import fullres, stages
-    from dig2dig_ros.core.fusion import FusionCancelled
+    from dig2dig_ros.core.frame import fullres, stages
+    from dig2dig_ros.core.frame.fusion import FusionCancelled
 
     prior = _Recording()
     fuser = Fuser(FusionConfig(method="dig-blend", max_side=max_side), prior=prior, device="cpu")

@@ -19,7 +19,7 @@ from rclpy.parameter import Parameter  # noqa: E402
 from rclpy.qos import QoSProfile, ReliabilityPolicy  # noqa: E402
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image  # noqa: E402
 
-from dig2dig_ros.core.registration import warp_into  # noqa: E402
+from dig2dig_ros.core.frame.registration import warp_into  # noqa: E402
 from dig2dig_ros.core.sample_scene import make_sample_pair  # noqa: E402
 from dig2dig_ros.ros import fusion_node as fusion_module  # noqa: E402
 from dig2dig_ros.ros.conversions import image_to_numpy, numpy_to_compressed, numpy_to_image  # noqa: E402
@@ -150,7 +150,7 @@ def test_a_fault_in_normalisation_is_counted_as_failed_not_as_bad_input(rig, mon
 
 
 def test_a_registration_error_is_bad_input(rig, monkeypatch):
-    from dig2dig_ros.core.registration import RegistrationError
+    from dig2dig_ros.core.frame.registration import RegistrationError
 
     r = rig()
     assert r.connected()

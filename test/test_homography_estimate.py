@@ -1,4 +1,4 @@
-"""The infrared → visible homography estimated from image pairs (core/homography_estimate.py).
+"""The infrared → visible homography estimated from image pairs (core/frame/homography_estimate.py).
 
 Known warps: the infrared of aligned pairs is warped by a known G, so the truth is (aligned H) ∘ G⁻¹, built
 here from G alone; errors are distances over a 5×5 grid of infrared pixels, in visible pixels.
@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 import pytest
 
-from dig2dig_ros.core.homography_estimate import (
+from dig2dig_ros.core.frame.homography_estimate import (
     EstimateRefused,
     EstimateSettings,
     apply,
@@ -231,7 +231,7 @@ def write_pairs(folder, pairs):
 
 def test_calibrate_auto_writes_the_homography_the_options_read(tmp_path, capsys):
     from dig2dig_ros.commands.cli import main
-    from dig2dig_ros.core.registration import parse_homography
+    from dig2dig_ros.core.frame.registration import parse_homography
 
     g = similarity(SIZE, (192, 240), 240 / (0.7 * SIZE[1]), 1.0, (6.0, 4.0))
     write_pairs(tmp_path / "data", warp_ir(synthetic_pairs(), g, (192, 240)))

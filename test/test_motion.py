@@ -4,7 +4,7 @@ import cv2
 import numpy as np
 import pytest
 
-from dig2dig_ros.core import temporal
+from dig2dig_ros.core.video import temporal
 
 
 def _texture(h: int, w: int, seed: int = 0) -> np.ndarray:

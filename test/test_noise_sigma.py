@@ -7,7 +7,7 @@ import cv2
 import numpy as np
 import pytest
 
-from dig2dig_ros.core import imaging
+from dig2dig_ros.core.frame import imaging
 
 
 def reference_sigma(x: np.ndarray) -> float:

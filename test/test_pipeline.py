@@ -16,11 +16,11 @@ import cv2
 import numpy as np
 import pytest
 
-from dig2dig_ros.core import temporal
 from dig2dig_ros.core.config import FusionConfig, with_overrides
-from dig2dig_ros.core.fusion import Fuser
-from dig2dig_ros.core.priors.wiener import WienerPrior
-from dig2dig_ros.core.video import VideoFuser
+from dig2dig_ros.core.diffusion.priors.wiener import WienerPrior
+from dig2dig_ros.core.frame.fusion import Fuser
+from dig2dig_ros.core.video import temporal
+from dig2dig_ros.core.video.fuser import VideoFuser
 
 SEQUENCE = "sequences/m3svd_0117_1605"
 
@@ -431,7 +431,7 @@ def test_a_parameter_change_never_mixes_frames_of_two_setups(node_rig):
 
 
 def test_fuse_pipelined_gives_the_serial_video_in_order_and_raises_a_halfs_error():
-    from dig2dig_ros.core.video import fuse_pipelined
+    from dig2dig_ros.core.video.fuser import fuse_pipelined
 
     frames = _panning(6)
     serial = _serial(_video({"video.dig_every": 3}), frames)

@@ -11,8 +11,8 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from dig2dig_ros.core.priors import PriorError, load_prior
-from dig2dig_ros.core.priors.adm import (
+from dig2dig_ros.core.diffusion.priors import PriorError, load_prior
+from dig2dig_ros.core.diffusion.priors.adm import (
     AdmConfig,
     AdmPrior,
     AdmUNet,

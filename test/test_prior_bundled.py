@@ -11,8 +11,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from dig2dig_ros.core.priors import PriorError, load_prior
-from dig2dig_ros.core.priors.bundled import (
+from dig2dig_ros.core.diffusion.priors import PriorError, load_prior
+from dig2dig_ros.core.diffusion.priors.bundled import (
     BUNDLED_WEIGHTS,
     BundledConfig,
     BundledPrior,
@@ -20,7 +20,7 @@ from dig2dig_ros.core.priors.bundled import (
     fingerprint,
     load_bundled,
 )
-from dig2dig_ros.core.priors.wiener import WienerPrior
+from dig2dig_ros.core.diffusion.priors.wiener import WienerPrior
 
 REPO = Path(__file__).resolve().parents[1]
 SMALL = BundledConfig(widths=(16, 24, 32), blocks=(1, 1, 1), heads=2, emb_dim=32)

@@ -10,9 +10,9 @@ from types import ModuleType
 import pytest
 import torch
 
-from dig2dig_ros.core.priors import PriorError, load_prior
-from dig2dig_ros.core.priors.diffusers_prior import DIFFUSERS_PIN, DiffusersPrior
-from dig2dig_ros.core.schedule import linear_alphas_cumprod
+from dig2dig_ros.core.diffusion.priors import PriorError, load_prior
+from dig2dig_ros.core.diffusion.priors.diffusers_prior import DIFFUSERS_PIN, DiffusersPrior
+from dig2dig_ros.core.diffusion.schedule import linear_alphas_cumprod
 
 REPO = Path(__file__).resolve().parents[1]
 

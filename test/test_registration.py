@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
-from dig2dig_ros.core.registration import (
+from dig2dig_ros.core.frame.registration import (
     RegistrationError,
     estimate_homography,
     format_homography,

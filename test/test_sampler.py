@@ -8,15 +8,15 @@ import numpy as np
 import pytest
 import torch
 
-from dig2dig_ros.core import imaging
 from dig2dig_ros.core.config import DigConfig, FusionConfig, GuidanceConfig, with_overrides
-from dig2dig_ros.core.dig import StaticWeighting
-from dig2dig_ros.core.fusion import Fuser, FusionCancelled
-from dig2dig_ros.core.guidance import DdfmGuidance, ProximalGuidance, guidance_target
-from dig2dig_ros.core.priors import load_prior
-from dig2dig_ros.core.priors.base import Prior
-from dig2dig_ros.core.priors.wiener import WienerPrior
-from dig2dig_ros.core.sampler import sample, sample_dig
+from dig2dig_ros.core.diffusion.dig import StaticWeighting
+from dig2dig_ros.core.diffusion.guidance import DdfmGuidance, ProximalGuidance, guidance_target
+from dig2dig_ros.core.diffusion.priors import load_prior
+from dig2dig_ros.core.diffusion.priors.base import Prior
+from dig2dig_ros.core.diffusion.priors.wiener import WienerPrior
+from dig2dig_ros.core.diffusion.sampler import sample, sample_dig
+from dig2dig_ros.core.frame import imaging
+from dig2dig_ros.core.frame.fusion import Fuser, FusionCancelled
 
 LLVIP = Path(__file__).resolve().parents[2] / "shared" / "data" / "vif" / "llvip"
 needs_llvip = pytest.mark.skipif(not LLVIP.is_dir(), reason="needs ../shared/data/vif/llvip (real pairs)")

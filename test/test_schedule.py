@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from dig2dig_ros.core.schedule import alpha_bar, linear_alphas_cumprod, previous_timestep, timesteps
+from dig2dig_ros.core.diffusion.schedule import alpha_bar, linear_alphas_cumprod, previous_timestep, timesteps
 
 
 def test_quadratic_15_exact():

@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
-from dig2dig_ros.core.thermal import (
+from dig2dig_ros.core.frame.thermal import (
     ThermalError,
     ThermalSettings,
     check_settings,

@@ -207,9 +207,9 @@ def test_the_walker_keeps_one_id_on_the_visible_frames(shared_data, yolov5n):
 def test_the_walker_keeps_one_id_on_the_fused_frames(shared_data, yolov5n):
     """The frames the node sees: the default fusion (dig-blend at 320 px, video mode) of the same 8 pairs."""
     from dig2dig_ros.core.config import FusionConfig
-    from dig2dig_ros.core.fusion import Fuser
-    from dig2dig_ros.core.imaging import read_image
-    from dig2dig_ros.core.video import VideoFuser
+    from dig2dig_ros.core.frame.fusion import Fuser
+    from dig2dig_ros.core.frame.imaging import read_image
+    from dig2dig_ros.core.video.fuser import VideoFuser
 
     root: Path = shared_data / SEQUENCE
     fuser = VideoFuser(Fuser(FusionConfig(max_side=320), prior="bundled", device="cpu"))

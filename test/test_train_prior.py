@@ -21,8 +21,8 @@ from dig2dig_ros.commands.train_prior import (
     train,
     x0_loss,
 )
-from dig2dig_ros.core.priors import load_prior
-from dig2dig_ros.core.priors.bundled import BundledConfig, BundledPrior
+from dig2dig_ros.core.diffusion.priors import load_prior
+from dig2dig_ros.core.diffusion.priors.bundled import BundledConfig, BundledPrior
 
 REPO = Path(__file__).resolve().parents[1]
 SMALL = BundledConfig(widths=(16, 24, 32), blocks=(1, 1, 1), heads=2, emb_dim=32)

@@ -5,11 +5,11 @@ import numpy as np
 import pytest
 import torch
 
-from dig2dig_ros.core import temporal
 from dig2dig_ros.core.config import FusionConfig, with_overrides
-from dig2dig_ros.core.fusion import Fuser, WarmStart
-from dig2dig_ros.core.priors.wiener import WienerPrior
-from dig2dig_ros.core.video import VideoFuser
+from dig2dig_ros.core.diffusion.priors.wiener import WienerPrior
+from dig2dig_ros.core.frame.fusion import Fuser, WarmStart
+from dig2dig_ros.core.video import temporal
+from dig2dig_ros.core.video.fuser import VideoFuser
 
 
 def _frames(n=4, shift=1, seed=0):
@@ -200,7 +200,7 @@ def test_a_reused_gain_follows_a_moving_hot_target():
 
 
 def test_a_cancelled_dig_blend_frame_raises_and_leaves_the_sequence_as_it_was():
-    from dig2dig_ros.core.fusion import FusionCancelled
+    from dig2dig_ros.core.frame.fusion import FusionCancelled
 
     video = _blend_video(dig_every=1)
     frames = _frames(3)

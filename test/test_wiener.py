@@ -2,8 +2,8 @@
 
 import torch
 
-from dig2dig_ros.core.priors import load_prior
-from dig2dig_ros.core.priors.wiener import WienerPrior
+from dig2dig_ros.core.diffusion.priors import load_prior
+from dig2dig_ros.core.diffusion.priors.wiener import WienerPrior
 
 
 def _noisy(prior, x0, t, generator):

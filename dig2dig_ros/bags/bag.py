@@ -30,7 +30,7 @@ from rosbags.interfaces import Qos, QosDurability, QosHistory, QosLiveliness, Qo
 from rosbags.rosbag2 import Reader, StoragePlugin, Writer, WriterError
 from rosbags.typesys import Stores, get_typestore
 
-from dig2dig_ros.core import imaging
+from dig2dig_ros.core.frame import imaging
 from dig2dig_ros.core.sample_scene import make_sample_pair
 
 IMAGE_TYPE = "sensor_msgs/msg/Image"

@@ -21,7 +21,7 @@ import cv2
 import numpy as np
 
 from dig2dig_ros.bags.bag import bag_from_images, read_images, read_messages, typestore, write_sample_bag
-from dig2dig_ros.core.imaging import to_uint8
+from dig2dig_ros.core.frame.imaging import to_uint8
 from dig2dig_ros.ros.launcher import ros_environment, stop_processes
 
 OUTPUT_TOPICS = {

@@ -32,17 +32,17 @@ from dig2dig_ros.commands.options import (
     build_fuser,
     prepare_sources,
 )
-from dig2dig_ros.core import imaging
-from dig2dig_ros.core.fusion import Fuser, FusionError, FusionResult
-from dig2dig_ros.core.homography_estimate import (
+from dig2dig_ros.core.frame import imaging
+from dig2dig_ros.core.frame.fusion import Fuser, FusionError, FusionResult
+from dig2dig_ros.core.frame.homography_estimate import (
     EstimateSettings,
     check_quality,
     estimate_from_pairs,
     initial_homography,
     spread,
 )
-from dig2dig_ros.core.registration import estimate_homography, format_homography
-from dig2dig_ros.core.video import VideoFuser, fuse_pipelined
+from dig2dig_ros.core.frame.registration import estimate_homography, format_homography
+from dig2dig_ros.core.video.fuser import VideoFuser, fuse_pipelined
 
 
 def write_image(path: Path, img: np.ndarray) -> None:
@@ -274,7 +274,7 @@ def build_parser() -> argparse.ArgumentParser:
     fuse_dir.add_argument("--out", required=True)
     fuse_dir.add_argument("--sequence", action="store_true",
                           help="the pairs are consecutive video frames (sorted by name): video mode, each frame "
-                               "warm-started from the previous one (core/video.py)")
+                               "warm-started from the previous one (core/video/fuser.py)")
     fuse_dir.add_argument("--fps", type=float, default=25.0, help="frame rate of --sequence (for the time-gap check)")
     add_fusion_options(fuse_dir)
     add_infrared_options(fuse_dir)

@@ -20,9 +20,10 @@ from pathlib import Path
 import numpy as np
 
 from dig2dig_ros.commands.options import build_fuser
-from dig2dig_ros.core import imaging, metrics
+from dig2dig_ros.core import metrics
 from dig2dig_ros.core.config import RESIZE_POLICIES, TASKS, FusionConfig
-from dig2dig_ros.core.fusion import Fuser, FusionError
+from dig2dig_ros.core.frame import imaging
+from dig2dig_ros.core.frame.fusion import Fuser, FusionError
 
 METRICS = ("MSE", "PSNR", "SSIM", "CC", "Qabf", "Nabf", "SD", "SF", "AG", "EI", "EN", "MI")
 LOWER_IS_BETTER = ("MSE", "Nabf", "seconds")

@@ -6,13 +6,13 @@ import argparse
 
 import numpy as np
 
-from dig2dig_ros.core import imaging
 from dig2dig_ros.core.config import RESIZE_POLICIES, TASKS, FusionConfig, with_overrides
-from dig2dig_ros.core.fusion import Fuser, FusionError
-from dig2dig_ros.core.priors import PriorError
-from dig2dig_ros.core.registration import parse_homography, register_pair
-from dig2dig_ros.core.sampler import SamplerError
-from dig2dig_ros.core.thermal import POLICIES, ThermalSettings, prepare_infrared
+from dig2dig_ros.core.diffusion.priors import PriorError
+from dig2dig_ros.core.diffusion.sampler import SamplerError
+from dig2dig_ros.core.frame import imaging
+from dig2dig_ros.core.frame.fusion import Fuser, FusionError
+from dig2dig_ros.core.frame.registration import parse_homography, register_pair
+from dig2dig_ros.core.frame.thermal import POLICIES, ThermalSettings, prepare_infrared
 
 DEFAULT_PRIOR = "bundled"
 # What a command reports as one error line and exit status 2.
@@ -63,7 +63,7 @@ def add_infrared_options(parser: argparse.ArgumentParser) -> None:
 
 
 def prepare_sources(args: argparse.Namespace, images: list[np.ndarray]) -> tuple[list, list | None]:
-    """VIF sources as the node prepares them: the infrared one normalised (core.thermal) and registered into the
+    """VIF sources as the node prepares them: the infrared one normalised (core.frame.thermal) and registered into the
     visible geometry (--ir-homography); returns the images and the validity masks (None when unregistered)."""
     h = parse_homography(args.ir_homography)
     if args.task != "vif":

@@ -20,9 +20,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from dig2dig_ros.core import imaging
 from dig2dig_ros.core.config import FusionConfig, with_overrides
-from dig2dig_ros.core.fusion import Fuser, FusionError
+from dig2dig_ros.core.frame import imaging
+from dig2dig_ros.core.frame.fusion import Fuser, FusionError
 
 COLOURS = ("#d62728", "#1f77b4", "#2ca02c", "#ff7f0e", "#9467bd")  # region boxes
 SOURCE_STYLES = ("-", "--", ":", "-.")

@@ -20,7 +20,7 @@ import torch
 
 from dig2dig_ros.commands.train_prior import find_images, is_listed, read_list, read_luminance
 from dig2dig_ros.core.device import resolve_device
-from dig2dig_ros.core.priors import Prior, load_prior
+from dig2dig_ros.core.diffusion.priors import Prior, load_prior
 
 EVAL_MULTIPLE = 32  # images are centre-cropped to this multiple (covers every prior's own multiple)
 DEFAULT_TS = (100, 300, 500, 700)

@@ -24,10 +24,10 @@ import torch
 from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
-from dig2dig_ros.core.imaging import IMAGE_SUFFIXES, read_image, resize, split_ycbcr, to_unit, working_size
-from dig2dig_ros.core.priors.base import PriorError
-from dig2dig_ros.core.priors.bundled import BundledConfig, BundledPrior, fingerprint
-from dig2dig_ros.core.priors.wiener import WienerPrior
+from dig2dig_ros.core.diffusion.priors.base import PriorError
+from dig2dig_ros.core.diffusion.priors.bundled import BundledConfig, BundledPrior, fingerprint
+from dig2dig_ros.core.diffusion.priors.wiener import WienerPrior
+from dig2dig_ros.core.frame.imaging import IMAGE_SUFFIXES, read_image, resize, split_ycbcr, to_unit, working_size
 
 
 @dataclass

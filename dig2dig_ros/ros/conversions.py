@@ -332,7 +332,7 @@ def to_unit_float(arr: np.ndarray, encoding: str) -> np.ndarray:
     """float32 in [0,1]: gray (H,W) for mono8/mono16/8UC1/16UC1/32FC1, BGR (H,W,3) for the others.
 
     8-bit / 255, 16-bit / 65535 (normalised, never truncated to 8 bits), 32FC1 taken as already in [0,1]:
-    clipped, non-finite values → 0. Infrared frames go through ``dig2dig_ros.core.thermal.prepare_infrared``.
+    clipped, non-finite values → 0. Infrared frames go through ``dig2dig_ros.core.frame.thermal.prepare_infrared``.
     """
     arr = _check_array(arr, encoding)
     dtype, _ = _spec(encoding)

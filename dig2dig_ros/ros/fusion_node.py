@@ -1,8 +1,8 @@
 """`dig2dig_fusion`: synchronised infrared + visible in; fused image and DIG weight maps out.
 
 subscribe (`ir/image`, `visible/image`) → synchronise (ApproximateTime) → keep the newest pair → worker:
-convert → normalise the infrared frame (dig2dig_ros.core.thermal) → register it into the reference camera's
-geometry (`ir.homography`, dig2dig_ros.core.registration) → fuse (dig2dig_ros.core) → publish `fused/image`,
+convert → normalise the infrared frame (dig2dig_ros.core.frame.thermal) → register it into the reference camera's
+geometry (`ir.homography`, dig2dig_ros.core.frame.registration) → fuse (dig2dig_ros.core) → publish `fused/image`,
 `fused/dig/ir`, `fused/dig/visible` (32FC1 weights in [0,1]), `fused/dig/overlay` and `fused/camera_info`, each
 with the header and size of the reference input. Outputs nobody subscribes to are not built. Pairs that
 arrive while the worker is busy replace the waiting one (newest wins) and are counted as dropped; bad frames
@@ -32,13 +32,13 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from rclpy.qos_overriding_options import QoSOverridingOptions
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
-from dig2dig_ros.core import imaging
-from dig2dig_ros.core.fusion import Fuser, FusionCancelled, FusionResult
-from dig2dig_ros.core.imaging import weight_overlay  # a module name: the subscriber-count test counts its calls
-from dig2dig_ros.core.priors import PriorError, load_prior
-from dig2dig_ros.core.registration import RegistrationError, register_pair
-from dig2dig_ros.core.thermal import ThermalSettings, prepare_infrared
-from dig2dig_ros.core.video import Pending, VideoFuser
+from dig2dig_ros.core.diffusion.priors import PriorError, load_prior
+from dig2dig_ros.core.frame import imaging
+from dig2dig_ros.core.frame.fusion import Fuser, FusionCancelled, FusionResult
+from dig2dig_ros.core.frame.imaging import weight_overlay  # a module name: the subscriber-count test counts its calls
+from dig2dig_ros.core.frame.registration import RegistrationError, register_pair
+from dig2dig_ros.core.frame.thermal import ThermalSettings, prepare_infrared
+from dig2dig_ros.core.video.fuser import Pending, VideoFuser
 from dig2dig_ros.ros import conversions
 from dig2dig_ros.ros.node_support import (
     CountsFailures,
@@ -87,7 +87,7 @@ class _InFlight:
 
 
 class FusionNode(CountsFailures, Node):
-    """Thin ROS adapter around dig2dig_ros.core.fusion.Fuser."""
+    """Thin ROS adapter around dig2dig_ros.core.frame.fusion.Fuser."""
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__("dig2dig_fusion", **kwargs)

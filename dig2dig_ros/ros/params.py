@@ -12,8 +12,8 @@ from typing import Any
 import numpy as np
 
 from dig2dig_ros.core import config as core
-from dig2dig_ros.core import thermal
-from dig2dig_ros.core.registration import RegistrationError, parse_homography
+from dig2dig_ros.core.frame import thermal
+from dig2dig_ros.core.frame.registration import RegistrationError, parse_homography
 
 IR_NORMALIZATIONS = thermal.POLICIES
 REFERENCES = ("visible", "ir")

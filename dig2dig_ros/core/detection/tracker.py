@@ -16,7 +16,7 @@ Births and deaths:
   then is deleted; its id is never reused.
 
 A stamp going back, or a gap longer than ``max_gap`` seconds, resets the tracker (every track deleted; ids go on
-counting), as video mode starts afresh (dig2dig_ros.core.video).
+counting), as video mode starts afresh (dig2dig_ros.core.video.fuser).
 """
 
 from __future__ import annotations

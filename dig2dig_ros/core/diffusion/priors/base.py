@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from dig2dig_ros.core.schedule import linear_alphas_cumprod
+from dig2dig_ros.core.diffusion.schedule import linear_alphas_cumprod
 
 
 class PriorError(RuntimeError):

@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 import torch
 
-from dig2dig_ros.core.priors.base import Prior, PriorError
+from dig2dig_ros.core.diffusion.priors.base import Prior, PriorError
 
 # name -> factory(argument after the colon or None, device) -> Prior
 PriorFactory = Callable[[str | None, torch.device], Prior]
@@ -29,9 +29,9 @@ def _load_builtin_modules() -> None:
 
     for module in ("wiener", "bundled", "adm", "diffusers_prior"):
         try:
-            importlib.import_module(f"dig2dig_ros.core.priors.{module}")
+            importlib.import_module(f"dig2dig_ros.core.diffusion.priors.{module}")
         except ModuleNotFoundError as exc:  # a prior module not written yet, or its optional extra absent
-            if exc.name != f"dig2dig_ros.core.priors.{module}":
+            if exc.name != f"dig2dig_ros.core.diffusion.priors.{module}":
                 continue
             continue
 

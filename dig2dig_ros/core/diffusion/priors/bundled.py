@@ -26,11 +26,11 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 from torch import nn
 
-from dig2dig_ros.core.priors import register_prior
-from dig2dig_ros.core.priors.base import Prior, PriorError
-from dig2dig_ros.core.priors.wiener import WienerPrior
+from dig2dig_ros.core.diffusion.priors import register_prior
+from dig2dig_ros.core.diffusion.priors.base import Prior, PriorError
+from dig2dig_ros.core.diffusion.priors.wiener import WienerPrior
 
-BUNDLED_WEIGHTS = Path(__file__).resolve().parents[2] / "data" / "bundled_prior.safetensors"
+BUNDLED_WEIGHTS = Path(__file__).resolve().parents[3] / "data" / "bundled_prior.safetensors"
 FORMAT = "dig2dig-bundled-prior/1"
 
 

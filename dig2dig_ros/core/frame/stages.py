@@ -25,14 +25,14 @@ from typing import TypeVar
 import numpy as np
 import torch
 
-from dig2dig_ros.core import fullres, imaging
 from dig2dig_ros.core.config import FullResConfig, FusionConfig, GuidanceConfig
-from dig2dig_ros.core.dig import DigRecord, DigWeighting, mask_weights
-from dig2dig_ros.core.guidance import guidance_target, make_guidance
-from dig2dig_ros.core.priors import Prior
-from dig2dig_ros.core.sampler import SamplingCancelled, make_weighting, noise_to
-from dig2dig_ros.core.sampler import sample as run_sampler
-from dig2dig_ros.core.schedule import alpha_bar
+from dig2dig_ros.core.diffusion.dig import DigRecord, DigWeighting, mask_weights
+from dig2dig_ros.core.diffusion.guidance import guidance_target, make_guidance
+from dig2dig_ros.core.diffusion.priors import Prior
+from dig2dig_ros.core.diffusion.sampler import SamplingCancelled, make_weighting, noise_to
+from dig2dig_ros.core.diffusion.sampler import sample as run_sampler
+from dig2dig_ros.core.diffusion.schedule import alpha_bar
+from dig2dig_ros.core.frame import fullres, imaging
 
 # The stages a profile names, in frame order (a method runs some of them: fusion.METHODS).
 STAGES = ("prepare", "noise", "flow", "dig_weights", "to_solve_size", "solve", "sample", "detail", "stabilise",
@@ -279,7 +279,7 @@ def sample(prior: Prior, working: Working, small: np.ndarray, timesteps: list[in
 
 def classical(sources: np.ndarray, method: str) -> np.ndarray:
     """A classical method's fused luminance (H,W) in [0,1] of sources (K,H,W) in [0,1]."""
-    from dig2dig_ros.core.classical import CLASSICAL_METHODS
+    from dig2dig_ros.core.frame.classical import CLASSICAL_METHODS
 
     return np.clip(CLASSICAL_METHODS[method](list(sources)), 0, 1).astype(np.float32)
 

@@ -34,8 +34,8 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-from dig2dig_ros.core import imaging
-from dig2dig_ros.core.registration import RegistrationError
+from dig2dig_ros.core.frame import imaging
+from dig2dig_ros.core.frame.registration import RegistrationError
 
 
 class EstimateRefused(RegistrationError):

@@ -24,14 +24,14 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from dig2dig_ros.core import fullres, imaging, stages
 from dig2dig_ros.core.config import FusionConfig
 from dig2dig_ros.core.device import resolve_device
-from dig2dig_ros.core.dig import DigRecord
-from dig2dig_ros.core.priors import Prior, load_prior
-from dig2dig_ros.core.schedule import NUM_TRAIN_TIMESTEPS
-from dig2dig_ros.core.schedule import timesteps as make_timesteps
-from dig2dig_ros.core.stages import FusionCancelled, Prepared, Solved, StageTimer, WarmStart, Working
+from dig2dig_ros.core.diffusion.dig import DigRecord
+from dig2dig_ros.core.diffusion.priors import Prior, load_prior
+from dig2dig_ros.core.diffusion.schedule import NUM_TRAIN_TIMESTEPS
+from dig2dig_ros.core.diffusion.schedule import timesteps as make_timesteps
+from dig2dig_ros.core.frame import fullres, imaging, stages
+from dig2dig_ros.core.frame.stages import FusionCancelled, Prepared, Solved, StageTimer, WarmStart, Working
 
 __all__ = ["METHODS", "Fuser", "FusionCancelled", "FusionError", "FusionResult", "Prepared", "WarmStart"]
 
@@ -158,7 +158,7 @@ def with_detail(fuser: Fuser, prep: Prepared, timer: StageTimer, out: FusionResu
 
 
 def _methods() -> dict[str, BlendMethod | SamplerMethod | ClassicalMethod]:
-    from dig2dig_ros.core.classical import CLASSICAL_METHODS
+    from dig2dig_ros.core.frame.classical import CLASSICAL_METHODS
 
     sampler = SamplerMethod()
     return {"dig": sampler, "static": sampler, "ddfm": sampler, "dig-blend": BlendMethod(),

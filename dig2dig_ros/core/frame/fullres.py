@@ -22,9 +22,9 @@ from collections.abc import Sequence
 import cv2
 import numpy as np
 
-from dig2dig_ros.core import imaging
-from dig2dig_ros.core.classical import guided_coefficients
 from dig2dig_ros.core.config import FullResConfig
+from dig2dig_ros.core.frame import imaging
+from dig2dig_ros.core.frame.classical import guided_coefficients
 
 
 def solve_size(size: tuple[int, int], work: tuple[int, int], side: int, noise: float, limit: float

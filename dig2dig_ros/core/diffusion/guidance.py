@@ -35,9 +35,9 @@ import numpy as np
 import torch
 from torch.nn import functional
 
-from dig2dig_ros.core import imaging
 from dig2dig_ros.core.config import GuidanceConfig
-from dig2dig_ros.core.dig import gaussian_blur
+from dig2dig_ros.core.diffusion.dig import gaussian_blur
+from dig2dig_ros.core.frame import imaging
 
 # Guidance works on luminance in [−1,1]: σ_d in grey levels of [0,1] doubles there.
 UNIT_TO_SIGNED = 2.0

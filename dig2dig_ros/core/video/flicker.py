@@ -36,7 +36,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from dig2dig_ros.core.imaging import remap_linear
+from dig2dig_ros.core.frame.imaging import remap_linear
 from dig2dig_ros.core.metrics import to_gray255
 
 CONSISTENCY_REL = 0.01  # Sundaram et al.: relative tolerance of the forward–backward check ...

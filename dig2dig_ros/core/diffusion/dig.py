@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from dig2dig_ros.core.config import DigConfig
-from dig2dig_ros.core.schedule import alpha_bar
+from dig2dig_ros.core.diffusion.schedule import alpha_bar
 
 # Rec. 601 luma of an RGB prior's sample.
 LUMA_RGB = (0.299, 0.587, 0.114)

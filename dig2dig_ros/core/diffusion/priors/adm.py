@@ -17,8 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dig2dig_ros.core.priors import register_prior
-from dig2dig_ros.core.priors.base import Prior, PriorError
+from dig2dig_ros.core.diffusion.priors import register_prior
+from dig2dig_ros.core.diffusion.priors.base import Prior, PriorError
 
 COMPUTE_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 _MAX_LISTED_KEYS = 5  # how many missing / unexpected / mismatched keys a load error names

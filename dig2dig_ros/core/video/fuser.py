@@ -35,8 +35,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from dig2dig_ros.core import temporal
-from dig2dig_ros.core.fusion import (
+from dig2dig_ros.core.frame.fusion import (
     BlendMethod,
     ClassicalMethod,
     Fuser,
@@ -46,7 +45,8 @@ from dig2dig_ros.core.fusion import (
     with_detail,
     with_solve,
 )
-from dig2dig_ros.core.stages import SolveGrid, StageTimer
+from dig2dig_ros.core.frame.stages import SolveGrid, StageTimer
+from dig2dig_ros.core.video import temporal
 
 
 @dataclass

@@ -21,10 +21,10 @@ from typing import Protocol
 import torch
 
 from dig2dig_ros.core.config import DigConfig, GuidanceConfig
-from dig2dig_ros.core.dig import DigRecord, DigWeighting, StaticWeighting, luminance, mask_weights
-from dig2dig_ros.core.guidance import make_guidance
-from dig2dig_ros.core.priors.base import Prior
-from dig2dig_ros.core.schedule import alpha_bar, previous_timestep
+from dig2dig_ros.core.diffusion.dig import DigRecord, DigWeighting, StaticWeighting, luminance, mask_weights
+from dig2dig_ros.core.diffusion.guidance import make_guidance
+from dig2dig_ros.core.diffusion.priors.base import Prior
+from dig2dig_ros.core.diffusion.schedule import alpha_bar, previous_timestep
 
 __all__ = ["SampleResult", "SamplerError", "SamplingCancelled", "luminance", "sample", "sample_dig"]
 

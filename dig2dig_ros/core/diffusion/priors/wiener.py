@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import torch
 
-from dig2dig_ros.core.priors import register_prior
-from dig2dig_ros.core.priors.base import Prior
+from dig2dig_ros.core.diffusion.priors import register_prior
+from dig2dig_ros.core.diffusion.priors.base import Prior
 
 
 class WienerPrior(Prior):

@@ -36,7 +36,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from dig2dig_ros.core.imaging import remap_linear, sum_planes, working_size
+from dig2dig_ros.core.frame.imaging import remap_linear, sum_planes, working_size
 
 FLOW_PRESET = cv2.DISOPTICAL_FLOW_PRESET_FAST  # ultrafast: 2 ms less per 640x480 frame, M3SVD flicker 0.03 higher
 

@@ -17,8 +17,8 @@ from typing import Any
 
 import torch
 
-from dig2dig_ros.core.priors import register_prior
-from dig2dig_ros.core.priors.base import Prior, PriorError
+from dig2dig_ros.core.diffusion.priors import register_prior
+from dig2dig_ros.core.diffusion.priors.base import Prior, PriorError
 
 DIFFUSERS_PIN = "0.42.1"  # the version requirements-dev.txt installs (a test keeps the two equal)
 PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
