@@ -484,3 +484,61 @@ def test_the_pair_after_a_time_jump_back_is_fused_and_counted_as_a_video_restart
         assert r.spin(lambda n=i + 1: len(fused) >= n)
     assert r.fusion.counts["fused"] == 3
     assert r.fusion.counts["video_restarts"] == 1  # only the jump back; the first frame is not a restart
+
+
+# -- ir.homography auto ---------------------------------------------------------------------------------------
+AUTO = {"ir.homography": "auto", "ir.auto.pairs": 3, "ir.auto.spacing": 1.0, "ir.auto.refine_period": 3.0,
+        "ir.auto.warn_hold": 60.0, "video.enabled": False, "diagnostics_period": 0.2}
+
+
+def _auto_pair(k: int, g: np.ndarray, size=(256, 320)):
+    ir, vis = make_sample_pair(k * 5, size=size)
+    return numpy_to_image(warp_into(ir, g, ir.shape)[0], "mono8"), numpy_to_image(vis, "bgr8")
+
+
+def test_ir_homography_auto_registers_a_misaligned_rig_and_names_a_knocked_camera(rig):
+    from dig2dig_ros.core.frame.homography_estimate import grid_error
+
+    r = rig(AUTO)
+    fused, dig, diags = r.listen("fused/image"), r.listen("fused/dig/ir"), r.listen("/diagnostics", DiagnosticArray)
+    assert r.connected()
+    g = np.array([[1.0, 0.0, -12.0], [0.0, 1.0, 8.0], [0.0, 0.0, 1.0]])  # the infrared sees the scene shifted
+    for k in range(3):  # three pairs a second apart: fused unregistered while the estimate collects them
+        r.send(*_auto_pair(k, g), sec=k + 1)
+        assert r.spin(lambda k=k: len(fused) == k + 1 and len(dig) == k + 1)
+    assert r.spin(lambda: r.fusion.auto.homography is not None, timeout=60)
+    assert grid_error(r.fusion.auto.homography, np.linalg.inv(g), (256, 320))[0] < 1.0
+    unregistered = image_to_numpy(dig[-1])
+    r.send(*_auto_pair(3, g), sec=4)
+    assert r.spin(lambda: len(dig) == 4)
+    registered = image_to_numpy(dig[-1])
+    # registered, visible (x, y) sees the recorded infrared at (x − 12, y + 8): the left 12 columns and the bottom
+    # 8 rows have no infrared data and the infrared weight there is 0; unregistered it was not
+    assert registered[:, :10].max() < 1e-3 and registered[-6:, :].max() < 1e-3
+    assert unregistered[:, :10].mean() > 0.05
+    assert r.spin(lambda: _status(diags)[2].get("registration_aligned") == "1.00", timeout=5)
+    level, message, values = _status(diags)
+    assert level == DiagnosticStatus.OK[0] and "registration: correlation" in message, message
+    assert float(values["registration_correlation"]) > 0.25 and float(values["registration_estimates"]) == 1
+
+    knocked = np.array([[1.0, 0.0, 14.0], [0.0, 1.0, -10.0], [0.0, 0.0, 1.0]])  # the camera was knocked ~35 px
+    for k in range(4, 8):
+        r.send(*_auto_pair(k, knocked), sec=k + 1)
+        assert r.spin(lambda k=k: len(dig) == k + 1)
+    assert r.fusion.auto.wait(60)
+    assert r.spin(lambda: _status(diags)[0] == DiagnosticStatus.WARN[0], timeout=5)
+    level, message, _ = _status(diags)
+    assert "was a camera moved" in message, message
+    assert grid_error(r.fusion.auto.homography, np.linalg.inv(knocked), (256, 320))[0] < 1.0
+
+
+def test_ir_homography_auto_at_run_time_and_back(rig):
+    r = rig({"video.enabled": False})
+    assert r.fusion.auto is None
+    assert r.fusion.set_parameters([Parameter("ir.homography", value="auto")])[0].successful
+    auto = r.fusion.auto
+    assert auto is not None
+    assert r.fusion.set_parameters([Parameter("log_every", value=5)])[0].successful
+    assert r.fusion.auto is auto  # another parameter change keeps the estimate
+    assert r.fusion.set_parameters([Parameter("ir.homography", value="")])[0].successful
+    assert r.fusion.auto is None

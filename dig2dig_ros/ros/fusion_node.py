@@ -34,6 +34,7 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
 from dig2dig_ros.core.diffusion.priors import PriorError, load_prior
 from dig2dig_ros.core.frame import imaging
+from dig2dig_ros.core.frame.auto_registration import AutoRegistration
 from dig2dig_ros.core.frame.fusion import Fuser, FusionCancelled, FusionResult
 from dig2dig_ros.core.frame.imaging import weight_overlay  # a module name: the subscriber-count test counts its calls
 from dig2dig_ros.core.frame.registration import RegistrationError, register_pair
@@ -49,7 +50,16 @@ from dig2dig_ros.ros.node_support import (
     run_node,
     steady_timer,
 )
-from dig2dig_ros.ros.params import all_params, check_value, check_values, fusion_config, homography, thermal_settings
+from dig2dig_ros.ros.params import (
+    all_params,
+    auto_settings,
+    check_value,
+    check_values,
+    fusion_config,
+    homography,
+    is_auto_homography,
+    thermal_settings,
+)
 from dig2dig_ros.ros.qos_match import REFRESH_S, MatchedSubscriber
 from dig2dig_ros.ros.sync import ApproximateTimeSynchronizer
 
@@ -111,6 +121,7 @@ class FusionNode(CountsFailures, Node):
             self.setup = self._make_setup(values)
         except (PriorError, ValueError) as exc:
             raise StartupError(str(exc)) from exc
+        self.auto = self._make_auto(values, None)  # ir.homography auto: kept across parameter changes
         self.add_on_set_parameters_callback(self._on_set)
 
         self.lock = threading.Lock()  # guards setup, counts and the windows below
@@ -175,7 +186,8 @@ class FusionNode(CountsFailures, Node):
         self.worker = TwoStageWorker(self._fuse_front, self._fuse_back, "dig2dig_fusion_worker",
                                      on_error=self._failed, pipelined=bool(values["pipeline"]))
         cfg = self.setup.fuser.config
-        registered = "registered by ir.homography" if self.setup.homography is not None else "aligned"
+        registered = ("registered by ir.homography" if self.setup.homography is not None else
+                      "registered by ir.homography auto, estimated from the images" if self.auto else "aligned")
         self.get_logger().info(
             f"fusing {self.subs[0].resolved_topic} + {self.subs[1].resolved_topic} ({registered}) → "
             f"{self.pub_fused.topic_name}: method {cfg.method}, prior {values['prior']} on {self.setup.fuser.device}, "
@@ -186,6 +198,20 @@ class FusionNode(CountsFailures, Node):
         """Everything a frame needs from the parameters; raises ValueError naming what is wrong."""
         fuser = Fuser(fusion_config(values), prior=self.prior, device=values["device"])
         return _Setup(fuser, values, thermal_settings(values), homography(values))
+
+    def _make_auto(self, values: dict[str, Any], current: AutoRegistration | None) -> AutoRegistration | None:
+        """The estimator for ir.homography auto (the running one when there is one), or None."""
+        if not is_auto_homography(values):
+            return None
+        if current is not None:
+            return current
+        return AutoRegistration(auto_settings(values), log=self._log_registration)
+
+    def _log_registration(self, message: str, warn: bool) -> None:
+        if warn:  # rclpy wants one severity per call site
+            self.get_logger().warning(message)
+        else:
+            self.get_logger().info(message)
 
     def _warm_up(self) -> None:
         """Fuse one small blank pair so the first real frame does not pay for lazy initialisation."""
@@ -225,8 +251,9 @@ class FusionNode(CountsFailures, Node):
             setup = self._make_setup(values)
         except ValueError as exc:
             return SetParametersResult(successful=False, reason=str(exc))
+        auto = self._make_auto(values, self.auto)
         with self.lock:
-            self.setup = setup
+            self.setup, self.auto = setup, auto
         self.get_logger().info("parameters updated: " + ", ".join(f"{p.name}={p.value}" for p in params))
         return SetParametersResult(successful=True)
 
@@ -272,7 +299,8 @@ class FusionNode(CountsFailures, Node):
                 return f"{name} image: {problem}"
         setup = self.setup
         sizes = (ir_msg.width, ir_msg.height), (vis_msg.width, vis_msg.height)
-        if sizes[0] != sizes[1] and setup.homography is None and setup.fuser.config.resize == "none":
+        if (sizes[0] != sizes[1] and setup.homography is None and self.auto is None
+                and setup.fuser.config.resize == "none"):
             return _size_problem(sizes[0], sizes[1])
         return None
 
@@ -350,8 +378,13 @@ class FusionNode(CountsFailures, Node):
             ir = cv2.cvtColor(ir, cv2.COLOR_BGR2GRAY)
         vis = self._to_array(vis_msg)
         reference = setup.values["reference_frame"]
-        if setup.homography is not None:
-            ir, vis, valid = register_pair(ir, vis, setup.homography, reference)
+        h = setup.homography
+        auto = self.auto
+        if auto is not None:  # keeps a spaced pair for its estimate; None until the first one is accepted
+            auto.offer(ir, vis, _stamp_s(vis_msg))
+            h = auto.homography
+        if h is not None:
+            ir, vis, valid = register_pair(ir, vis, h, reference)
             return [ir, vis], valid, ""
         if ir.shape[:2] == vis.shape[:2]:
             return [ir, vis], [None, None], ""
@@ -462,10 +495,13 @@ class FusionNode(CountsFailures, Node):
             elif self.last_failure is not None and now - self.last_failure[0] <= RECENT_S:
                 causes.append(self.last_failure[1])
             counts = dict(self.counts)
+        registration = self.auto.status() if self.auto is not None else None
+        if registration is not None and registration.warn:
+            causes.append(registration.message)
         if causes:
             return DiagnosticStatus.WARN, "; ".join(causes)
         return DiagnosticStatus.OK, f"{counts['fused']} fused, {counts['dropped_busy']} dropped, " \
-                                    f"{counts['bad_input']} bad"
+                                    f"{counts['bad_input']} bad" + (f"; {registration.message}" if registration else "")
 
     def _publish_diagnostics(self) -> None:
         now = time.monotonic()
@@ -486,10 +522,24 @@ class FusionNode(CountsFailures, Node):
                   **{f"{name}_lost": n for name, n in self.lost().items()},
                   "ir_sync_dropped": sum(stats.dropped[0].values()),
                   "visible_sync_dropped": sum(stats.dropped[1].values()),
-                  "sync_flushed": stats.flushed, "sync_bound_violations": sum(stats.bound_violations)}
+                  "sync_flushed": stats.flushed, "sync_bound_violations": sum(stats.bound_violations),
+                  **self._registration_values()}
         self.pub_diag.publish(diagnostics(self, "fusion", level, message, values))
         if self.losing:
             self.get_logger().warning(message, throttle_duration_sec=10.0)
+
+    def _registration_values(self) -> dict[str, float]:
+        """ir.homography auto's figures for /diagnostics (none otherwise); NaN before the first estimate."""
+        if self.auto is None:
+            return {}
+        status = self.auto.status()
+        est = status.estimate
+        nan = float("nan")
+        return {"registration_aligned": float(self.auto.homography is not None),
+                "registration_pairs": float(status.pairs), "registration_estimates": float(status.estimates),
+                "registration_correlation": est.correlation if est else nan,
+                "registration_residual_px": est.residual_px if est else nan,
+                "registration_overlap": est.overlap if est else nan}
 
     def stop(self) -> None:
         """Cancel the frames in progress (between sampler steps and stages), stop both of the worker's threads;

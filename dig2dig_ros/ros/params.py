@@ -13,12 +13,15 @@ import numpy as np
 
 from dig2dig_ros.core import config as core
 from dig2dig_ros.core.frame import thermal
+from dig2dig_ros.core.frame.auto_registration import AutoSettings
 from dig2dig_ros.core.frame.registration import RegistrationError, parse_homography
 
 IR_NORMALIZATIONS = thermal.POLICIES
 REFERENCES = ("visible", "ir")
 TRANSPORTS = ("raw", "compressed")
 RELIABILITY_CHOICES = ("auto", "reliable", "best_effort")  # dig2dig_ros.ros.qos_match reads the same three
+AUTO_HOMOGRAPHY = "auto"  # ir.homography: estimated from the images while running (core.frame.auto_registration)
+_AUTO = AutoSettings()  # the ir.auto.* defaults
 
 
 @dataclass(frozen=True)
@@ -70,9 +73,27 @@ NODE_PARAMS: list[ParamSpec] = [
     ParamSpec("ir.percentile_low", 1.0, "percentile stretch: lower percentile", low=0.0, high=100.0),
     ParamSpec("ir.percentile_high", 99.0, "percentile stretch: upper percentile", low=0.0, high=100.0),
     ParamSpec("ir.homography", "",
-              "infrared → visible pixel homography: 9 numbers, row-major, or a file holding them; empty = the "
-              "cameras are aligned. The infrared frame is warped into the visible geometry; outside the "
-              "infrared view its weight is 0", dynamic=True),
+              "infrared → visible pixel homography: 9 numbers, row-major, or a file holding them; 'auto' = "
+              "estimated from the images while running (ir.auto.*); empty = the cameras are aligned. The "
+              "infrared frame is warped into the visible geometry; outside the infrared view its weight is 0",
+              dynamic=True),
+    ParamSpec("ir.auto.pairs", _AUTO.pairs, "ir.homography auto: pairs each estimate uses (the newest)",
+              low=2, high=64, read_only=True),
+    ParamSpec("ir.auto.spacing", _AUTO.spacing_s, "ir.homography auto: seconds (stamps) between the pairs kept",
+              low=0.0, high=3600.0, read_only=True),
+    ParamSpec("ir.auto.refine_period", _AUTO.refine_period_s,
+              "ir.homography auto: seconds between re-estimates once aligned (0 = estimate once)",
+              low=0.0, high=86400.0, read_only=True),
+    ParamSpec("ir.auto.refine_rate", _AUTO.refine_rate,
+              "ir.homography auto: share of the way an agreeing re-estimate moves the homography",
+              low=0.01, high=1.0, read_only=True),
+    ParamSpec("ir.auto.warn_px", _AUTO.warn_px,
+              "ir.homography auto: a re-estimate this far (mean, visible px) from the current one means the "
+              "rig changed: it replaces the homography and the status goes WARN", low=0.1, high=10000.0,
+              read_only=True),
+    ParamSpec("ir.auto.warn_hold", _AUTO.warn_hold_s,
+              "ir.homography auto: seconds a changed or refused estimate keeps the status WARN",
+              low=0.0, high=86400.0, read_only=True),
     ParamSpec("overlay_source", "ir", "source whose DIG weight the overlay shows", REFERENCES),
     ParamSpec("log_every", 30, "one summary log line per this many fused frames", low=1, high=100000),
     ParamSpec("diagnostics_period", 1.0, "seconds between /diagnostics messages", low=0.1, high=60.0,
@@ -210,14 +231,32 @@ def check_values(values: dict[str, Any]) -> str | None:
         thermal_settings(values)
         if "ir.homography" in values:
             homography(values)
+            if is_auto_homography(values):
+                auto_settings(values)
     except ValueError as exc:
         return str(exc)
     return None
 
 
+def is_auto_homography(values: dict[str, Any]) -> bool:
+    """True when ir.homography is 'auto' (estimated from the images)."""
+    value = values.get("ir.homography")
+    return isinstance(value, str) and value.strip().lower() == AUTO_HOMOGRAPHY
+
+
+def auto_settings(values: dict[str, Any]) -> AutoSettings:
+    """The ir.auto.* parameters as AutoSettings; raises ValueError naming what is wrong."""
+    return AutoSettings(pairs=int(values["ir.auto.pairs"]), spacing_s=float(values["ir.auto.spacing"]),
+                        refine_period_s=float(values["ir.auto.refine_period"]),
+                        refine_rate=float(values["ir.auto.refine_rate"]), warn_px=float(values["ir.auto.warn_px"]),
+                        warn_hold_s=float(values["ir.auto.warn_hold"])).validate()
+
+
 def homography(values: dict[str, Any]) -> np.ndarray | None:
-    """ir.homography as a 3x3 array, or None when empty; raises ValueError naming the parameter."""
+    """ir.homography as a 3x3 array, or None when empty or 'auto'; raises ValueError naming the parameter."""
     value = values["ir.homography"]
+    if is_auto_homography(values):
+        return None
     try:
         return parse_homography(value if isinstance(value, str) or value is None else list(value))
     except RegistrationError as exc:
