@@ -217,7 +217,7 @@ def run_case(case: str, pairs: int, rate: float, data: str, size: tuple[int, int
         node.destroy_node()
         rclpy.shutdown()
         _stop(graph)
-    result.messages.extend(line.rstrip() for line in log if "input /" in line)  # the QoS choices it logged
+    result.messages.extend(line.rstrip() for line in log if "input /" in line or "registration" in line)  # QoS, H
     return result
 
 
