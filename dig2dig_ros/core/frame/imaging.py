@@ -227,14 +227,17 @@ def noise_sigma(x: np.ndarray) -> float:
     For 8-bit data (x = n/255) that band takes only multiples of 1/510 and a plain median would move in steps of
     0.74 grey levels; there the median is interpolated within its step (the grouped-data median), so the
     estimate follows the noise continuously, and the rounding's own share (σ² = 1/12 grey level², what a clean
-    8-bit frame shows) is taken out: what is left is the noise the camera added.
+    8-bit frame shows) is taken out: what is left is the noise the camera added. A frame less than 2 pixels tall
+    or wide has no such band: 0 (no noise measurable).
     """
     h, w = (x.shape[0] // 2) * 2, (x.shape[1] // 2) * 2
+    if h == 0 or w == 0:
+        return 0.0
     q = x[:h, :w]
     band = np.abs(q[0::2, 0::2] - q[0::2, 1::2] - q[1::2, 0::2] + q[1::2, 1::2]) / 2  # (H/2,W/2)
     steps = band * 510.0  # an integer per coefficient if x came from 8-bit data
     whole = np.rint(steps)
-    if band.size == 0 or np.abs(steps - whole).max() > 0.01:
+    if np.abs(steps - whole).max() > 0.01:
         return float(np.median(band)) * MAD_TO_SIGMA
     return _sigma_8bit(np.bincount(whole.astype(np.intp).ravel()))  # coefficients per step (≤ 510 steps)
 
