@@ -1,5 +1,6 @@
 """ros2 launch dig2dig_ros fusion.launch.py [params_file:=FILE] [namespace:=NS] [use_sim_time:=true]
-[detect:=true] [rviz:=true] [prior:=...] [device:=...] [working_size:=N] [ir_topic:=...] [visible_topic:=...]
+[detect:=true] [rviz:=true] [prior:=...] [device:=...] [working_size:=N] [ir_homography:=auto|H|FILE]
+[ir_topic:=...] [visible_topic:=...]
 [view:=true view_port:=8080] [foxglove:=true foxglove_port:=8765]
 
 The nodes, their parameters and remaps come from dig2dig_ros.ros.graph, the same description that

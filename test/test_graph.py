@@ -59,6 +59,7 @@ def _launched_nodes(module, given):
 @pytest.mark.parametrize("given", [
     {},
     {"namespace": "robot1", "use_sim_time": "true", "prior": "wiener", "working_size": "160"},
+    {"ir_homography": "auto", "view": "true"},
     {"detect": "true", "detector_model": "/models/yolov5n", "ir_topic": "/thermal/image_raw", "device": "cpu"},
     {"view": "true", "view_port": "9090", "foxglove": "true", "namespace": "r2", "ir_topic": "/thermal"},
 ])
@@ -126,6 +127,9 @@ def test_arguments_reach_the_nodes():
     assert ("visible/image", "/cam/rgb/image_raw") in fusion.remappings
     assert detector.executable == "dig2dig_detector" and detector.parameters["use_sim_time"] is True
     assert len(build_graph({})) == 1  # the detector is optional
+    (fusion,) = build_graph({"ir_homography": "auto"})
+    assert fusion.parameters["ir.homography"] == "auto"
+    assert "ir.homography:=auto" in fusion.ros_arguments()
 
 
 def test_bad_launch_arguments_are_refused():

@@ -39,6 +39,8 @@ LAUNCH_ARGUMENTS: dict[str, LaunchArgument] = {
     "prior": LaunchArgument("", "override the prior (bundled, wiener, adm:PATH, diffusers:DIR)"),
     "device": LaunchArgument("", "override the device (auto, cpu, cuda)"),
     "working_size": LaunchArgument("", "override the long side fusion runs at, in pixels"),
+    "ir_homography": LaunchArgument("", "override ir.homography: 'auto' (estimated from the images while running), "
+                                        "nine numbers a,b,...,i, or a file holding them"),
     "detect": LaunchArgument("false", "also start the YOLOv5 detector on fused/image"),
     "detector_model": LaunchArgument("", "folder of the converted YOLOv5 model (dig2dig-convert-yolov5)"),
     "rviz": LaunchArgument("false", "start RViz with config/fusion.rviz (real ROS 2 only)"),
@@ -116,6 +118,8 @@ def build_graph(given: dict[str, str]) -> list[NodeSpec]:
         fusion_params["device"] = args["device"]
     if args["working_size"]:
         fusion_params["working_size"] = int(args["working_size"])
+    if args["ir_homography"]:
+        fusion_params["ir.homography"] = args["ir_homography"]
     remaps = []
     if args["ir_topic"] != "ir/image":
         remaps.append(("ir/image", args["ir_topic"]))
