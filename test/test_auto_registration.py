@@ -102,3 +102,22 @@ def test_blending_half_way_lands_half_way_on_the_grid():
 def test_bad_settings_are_refused(bad):
     with pytest.raises(ValueError):
         AutoSettings(**bad).validate()
+
+
+def test_an_estimator_fault_is_reported_and_retried_not_raised(monkeypatch):
+    from dig2dig_ros.core.frame import auto_registration
+
+    calls = []
+
+    def broken(*args, **kwargs):
+        calls.append(1)
+        raise RuntimeError("ECC exploded")
+
+    monkeypatch.setattr(auto_registration, "estimate_from_pairs", broken)
+    messages = []
+    auto = AutoRegistration(AutoSettings(pairs=2, spacing_s=0.0), log=lambda m, w: messages.append((m, w)))
+    feed(auto, pairs(4), 0.0, 1.0)
+    assert len(calls) == 2  # one try per two fresh pairs, not one per pair
+    status = auto.status()
+    assert status.warn and "failed (RuntimeError): ECC exploded" in status.message and auto.homography is None
+    assert messages[-1] == (status.message, True)

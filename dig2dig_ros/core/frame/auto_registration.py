@@ -64,7 +64,7 @@ class AutoSettings:
 class AutoStatus:
     """What the estimator is doing, for logs and /diagnostics."""
 
-    state: str  # "collecting", "estimating", "aligned", "changed", "refused"
+    state: str  # "collecting", "estimating", "aligned", "changed", "refused" (or failed)
     message: str
     warn: bool
     pairs: int  # pairs held now
@@ -159,12 +159,13 @@ class AutoRegistration:
         try:
             est = estimate_from_pairs(pairs, initial=current, settings=self.estimate_settings)
             check_quality(est, self.estimate_settings)
-        except RegistrationError as exc:
+        except Exception as exc:  # noqa: BLE001 - refused (RegistrationError) or a fault of ours: never the node's end
+            what = "refused" if isinstance(exc, RegistrationError) else f"failed ({type(exc).__name__})"
             with self._lock:
                 self._estimates += 1
                 if self._h is None:
                     self._pairs.clear()  # retry on fresh pairs
-                message = (f"registration estimate refused: {exc}"
+                message = (f"registration estimate {what}: {exc}"
                            + ("; keeping the current homography" if self._h is not None else
                               "; fusing unregistered, retrying on the next pairs"))
                 self._warning = (stamp, message)
@@ -199,7 +200,7 @@ class AutoRegistration:
             warning = self._warning
             recent = warning is not None and self._latest_stamp - warning[0] <= self.settings.warn_hold_s
         if recent and warning is not None:
-            state = "refused" if "refused" in warning[1] else "changed"
+            state = "changed" if "changed by" in warning[1] else "refused"
             return AutoStatus(state, warning[1], True, held, n, est)
         if h is None:
             if self.busy:
