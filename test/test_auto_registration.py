@@ -121,3 +121,15 @@ def test_an_estimator_fault_is_reported_and_retried_not_raised(monkeypatch):
     status = auto.status()
     assert status.warn and "failed (RuntimeError): ECC exploded" in status.message and auto.homography is None
     assert messages[-1] == (status.message, True)
+
+
+def test_a_warning_is_held_on_the_new_stamps_after_they_jump_back():
+    auto = AutoRegistration(AutoSettings(pairs=3, spacing_s=0.0, warn_hold_s=10.0))
+    rng = np.random.default_rng(0)
+    noise = [(ir, rng.integers(0, 256, vis.shape, np.uint8)) for ir, vis in pairs(4)]
+    feed(auto, noise[:3], 100.0, 1.0)  # refused at stamp 102
+    assert auto.status().warn
+    feed(auto, noise[3:], 1.0, 1.0)  # the bag looped: stamps start again at 1
+    assert auto.status().warn  # held from the jump on
+    feed(auto, noise[3:], 12.0, 1.0)
+    assert not auto.status().warn and auto.status().state == "collecting"

@@ -127,6 +127,8 @@ class AutoRegistration:
             self._latest_stamp = stamp
             if self._last_kept is not None and stamp < self._last_kept:  # a replayed bag looped, a camera restarted
                 self._last_kept = self._last_estimate = None
+                if self._warning is not None:  # a warning is held warn_hold_s from now, on the new stamps
+                    self._warning = (stamp, self._warning[1])
             if self._last_kept is not None and stamp - self._last_kept < self.settings.spacing_s:
                 return False
             if self._sizes is not None and sizes != self._sizes:  # a camera changed its resolution: start again
@@ -174,6 +176,8 @@ class AutoRegistration:
         ir_size, vis_size = pairs[0][0].shape[:2], pairs[0][1].shape[:2]
         with self._lock:
             self._estimates += 1
+            if self._sizes != (ir_size, vis_size):
+                return  # a camera changed its resolution while this ran: the estimate is for the old one
             quality = (f"correlation {est.correlation:.2f}, residual {est.residual_px:.1f} px, overlap "
                        f"{est.overlap:.0%}, {est.inliers}/{len(est.pairs)} pairs agree, {est.seconds:.1f} s")
             if self._h is None:
