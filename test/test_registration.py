@@ -89,3 +89,20 @@ def test_estimate_recovers_a_known_homography_from_points():
     assert np.allclose(h, h_true, atol=1e-5) and rms < 1e-3
     with pytest.raises(RegistrationError, match="at least 4"):
         estimate_homography(ir_points[:3], vis_points[:3])
+
+
+def test_the_validity_mask_is_made_once_per_homography_and_size_and_cannot_be_written():
+    from dig2dig_ros.core.frame.registration import validity_mask
+
+    h = np.array([[1.0, 0.0, 7.0], [0.0, 1.0, -3.0], [0.0, 0.0, 1.0]])
+    img = np.zeros((40, 50), np.uint8)
+    _, first = warp_into(img, h, (40, 50))
+    _, again = warp_into(img + 1, h.copy(), (40, 50))
+    assert again is first and not first.flags.writeable
+    expected = cv2.warpPerspective(np.full((40, 50), 255, np.uint8), h, (50, 40), flags=cv2.INTER_NEAREST,
+                                   borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    np.testing.assert_array_equal(first, expected)
+    other = validity_mask(h @ np.diag([1.0, 1.0, 1.0]) + np.array([[0, 0, 1.0], [0, 0, 0], [0, 0, 0]]),
+                          (40, 50), (40, 50))
+    assert other is not first and other[:, 7].max() == 0  # another H: its own mask (shifted one more column)
+    assert validity_mask(h, (40, 50), (30, 50)).shape == (30, 50)  # another output size: its own

@@ -11,6 +11,7 @@ scene); the fusion core gives the warped source weight 0 outside it.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -98,10 +99,30 @@ def warp_into(image: np.ndarray, h: np.ndarray, size: tuple[int, int]) -> tuple[
         raise RegistrationError(f"cannot warp an image of shape {image.shape} into {width}x{height}")
     warped = cv2.warpPerspective(image, h, (width, height), flags=cv2.INTER_LINEAR,
                                  borderMode=cv2.BORDER_REPLICATE)
-    ones = np.full(image.shape[:2], 255, np.uint8)
-    mask = cv2.warpPerspective(ones, h, (width, height), flags=cv2.INTER_NEAREST,
-                               borderMode=cv2.BORDER_CONSTANT, borderValue=0)
-    return warped, mask
+    return warped, validity_mask(h, image.shape[:2], (height, width))
+
+
+_MASKS: dict[tuple[bytes, tuple[int, int], tuple[int, int]], np.ndarray] = {}  # the latest few, per H and sizes
+_MASKS_KEPT = 4
+_MASKS_LOCK = threading.Lock()
+
+
+def validity_mask(h: np.ndarray, source: tuple[int, int], size: tuple[int, int]) -> np.ndarray:
+    """uint8 (height, width): 255 where h maps a pixel of a (height, width) = ``source`` frame, else 0; read-only,
+    and computed once per H and sizes (a camera stream warps every frame by the same H)."""
+    key = (np.asarray(h, np.float64).tobytes(), tuple(source), tuple(size))
+    with _MASKS_LOCK:
+        mask = _MASKS.get(key)
+    if mask is None:
+        ones = np.full(source, 255, np.uint8)
+        mask = cv2.warpPerspective(ones, h, (size[1], size[0]), flags=cv2.INTER_NEAREST,
+                                   borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+        mask.setflags(write=False)
+        with _MASKS_LOCK:
+            if len(_MASKS) >= _MASKS_KEPT:
+                _MASKS.pop(next(iter(_MASKS)))
+            _MASKS[key] = mask
+    return mask
 
 
 def register_pair(
