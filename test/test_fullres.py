@@ -10,7 +10,7 @@ import pytest
 from dig2dig_ros.core.config import FullResConfig, FusionConfig, with_overrides
 from dig2dig_ros.core.diffusion.priors.wiener import WienerPrior
 from dig2dig_ros.core.frame.classical import guided_coefficients
-from dig2dig_ros.core.frame.fullres import reconstruct, shrink, upsample_weights
+from dig2dig_ros.core.frame.fullres import mask_weights, reconstruct, shrink, upsample_weights
 from dig2dig_ros.core.frame.fusion import Fuser
 from dig2dig_ros.core.frame.imaging import noise_sigma, scratch
 
@@ -315,3 +315,22 @@ def test_reconstruction_is_the_same_twice_with_its_scratch_reused():
     assert not np.shares_memory(first[0], second[0]) and not np.shares_memory(first[1], second[1])
     np.testing.assert_array_equal(first[0], kept[0])  # a returned frame is never a scratch array
     np.testing.assert_array_equal(first[1], kept[1])
+
+
+@pytest.mark.parametrize("k", [2, 3])
+def test_full_size_mask_weights_equal_the_torch_version_bit_for_bit(k):
+    import torch
+
+    from dig2dig_ros.core.diffusion.dig import mask_weights as torch_mask_weights
+
+    rng = np.random.default_rng(k)
+    shape = (k, 37, 53)
+    weights = rng.random(shape).astype(np.float32)
+    weights /= weights.sum(0, keepdims=True)
+    valid = (rng.random(shape) > 0.3).astype(np.float32)
+    valid[:, :3, :4] = 0  # no source valid: the weights stay
+    weights[:, 5, :] = 0  # every valid weight 0: equal shares of the valid sources
+    weights[0, 7, 7] = np.nan
+    expected = torch_mask_weights(torch.from_numpy(weights[:, None]), torch.from_numpy(valid[:, None])).numpy()[:, 0]
+    got = mask_weights(weights.copy(), valid)
+    np.testing.assert_array_equal(got, expected)  # NaN where the torch version has NaN

@@ -145,3 +145,21 @@ def test_dig_blend_stops_between_its_stages(monkeypatch, max_side, stop_at, stag
     asked.clear()
     out = fuser(_hot_target(), should_stop=lambda: False)  # never asked to stop: every stage runs
     assert out.fused.shape == (64, 80) and ran == {"blend": blends + 1, "detail": details + 1}
+
+
+def test_holes_are_filled_with_the_mean_of_the_sources_that_see_them_and_only_there():
+    from dig2dig_ros.core.frame.fusion import _fill_holes
+
+    rng = np.random.default_rng(5)
+    sources = rng.random((3, 20, 30)).astype(np.float32)
+    masks = (rng.random((3, 20, 30)) > 0.25).astype(np.float32)
+    masks[:, 0, 0] = 0  # nobody sees it: unchanged
+    covered = masks.sum(0)
+    fill = (sources * masks).sum(0) / np.maximum(covered, 1)  # the formula as written before (independent)
+    expected = np.where(masks > 0, sources, np.where(covered > 0, fill, sources)).astype(np.float32)
+    assert _fill_holes(sources, masks, ["p0", "p1", "p2"]) == [None, None, None]
+    np.testing.assert_array_equal(sources, expected)
+    masks[1] = 1  # a source without holes keeps its 8-bit plane, and its luminance
+    before = sources[1].copy()
+    assert _fill_holes(sources, masks, ["p0", "p1", "p2"]) == [None, "p1", None]
+    np.testing.assert_array_equal(sources[1], before)

@@ -80,6 +80,27 @@ def upsample_weights(weights: np.ndarray, guides_small: np.ndarray, guides: np.n
     return _normalise(out, 1e-6, strict=True, fallback=None)
 
 
+def mask_weights(weights: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """Weights (K,H,W) times validity masks (K,H,W) float32 0/1, renormalised per pixel, in place (returned): where
+    every valid source's weight is 0 the valid sources share equally; unchanged where no source is valid. The same
+    values as dig.mask_weights (the torch version the working size uses), with full-size buffers reused."""
+    shape = weights.shape[1:]
+    count = imaging.sum_planes(valid, out=imaging.scratch("fullres.mask.count", shape))  # (H,W) valid sources
+    nobody = np.flatnonzero(count <= 0)  # (n,) no source valid there: the weights stay as they came
+    kept = [plane.flat[nobody] for plane in weights] if nobody.size else []  # copies (fancy indexing)
+    np.multiply(weights, valid, out=weights)
+    total = imaging.sum_planes(weights, out=imaging.scratch("fullres.mask.total", shape))  # (H,W)
+    shared = np.flatnonzero(~(total > np.float32(1e-12)))  # (m,) every valid weight 0 (or NaN): equal shares
+    np.maximum(total, np.float32(1e-12), out=total)
+    for plane in weights:
+        np.divide(plane, total, out=plane)
+    for k, plane in enumerate(weights if shared.size else ()):
+        plane.flat[shared] = valid[k].flat[shared] / np.maximum(count.flat[shared], np.float32(1))
+    for plane, values in zip(weights, kept, strict=False):
+        plane.flat[nobody] = values
+    return weights
+
+
 def _normalise(x: np.ndarray, floor: float, strict: bool, fallback: np.ndarray | None) -> np.ndarray:
     """x (K,H,W) divided in place by its sum over k, at least ``floor``; where that sum is below the floor (``strict``;
     else at most the floor) the shares are ``fallback``'s (K,H,W), or 1/K each when it is None."""

@@ -157,6 +157,35 @@ def with_detail(fuser: Fuser, prep: Prepared, timer: StageTimer, out: FusionResu
     return out
 
 
+def _mask_at(valid: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """A validity mask (H',W') (nonzero where the source has data) as float32 0/1 at ``size``."""
+    if valid.shape[:2] == tuple(size):
+        return np.greater(valid, 0.5).astype(np.float32)
+    return (imaging.resize(np.asarray(valid, np.float32), size) > 0.5).astype(np.float32)
+
+
+def _fill_holes(sources: np.ndarray, masks: np.ndarray, planes: list[np.ndarray | None]) -> list[np.ndarray | None]:
+    """Where a source has no data (masks (K,H,W) 0), its luminance in sources (K,H,W) becomes the mean of the
+    sources that have (in place; unchanged where none has). Returns ``planes`` with None for every source
+    filled in (its luminance is no longer n/255 of an 8-bit plane)."""
+    holes = [np.flatnonzero(m == 0) for m in masks]  # (n_k,) flat indices: usually a border, or nothing
+    if not any(h.size for h in holes):
+        return planes
+    covered = imaging.sum_planes(masks)  # (H,W)
+    planes = list(planes)
+    for k, idx in enumerate(holes):
+        if not idx.size:
+            continue
+        total = sources[0].flat[idx] * masks[0].flat[idx]  # (n_k,) Σ_j c_j·m_j, in the order of j
+        for c, m in zip(sources[1:], masks[1:], strict=True):
+            total += c.flat[idx] * m.flat[idx]
+        cover = covered.flat[idx]
+        fill = total / np.maximum(cover, np.float32(1))  # mean of the sources with data
+        sources[k].flat[idx] = np.where(cover > 0, fill, sources[k].flat[idx])
+        planes[k] = None
+    return planes
+
+
 def _methods() -> dict[str, BlendMethod | SamplerMethod | ClassicalMethod]:
     from dig2dig_ros.core.frame.classical import CLASSICAL_METHODS
 
@@ -278,13 +307,8 @@ class Fuser:
         chromas, planes = [c for _, c, _ in split], [n for _, _, n in split]
         masks = None
         if valid is not None and any(v is not None for v in valid):
-            masks = np.stack([np.ones(size, np.float32) if v is None else
-                              (imaging.resize(np.asarray(v, np.float32), size) > 0.5).astype(np.float32)
-                              for v in valid])  # (K,H,W)
-            covered = masks.sum(0)
-            fill = (sources * masks).sum(0) / np.maximum(covered, 1)  # mean of the sources with data
-            sources = np.where(masks > 0, sources, np.where(covered > 0, fill, sources)).astype(np.float32)
-            planes = [None] * len(images)  # filled in: no longer n/255 of a plane
+            masks = np.stack([np.ones(size, np.float32) if v is None else _mask_at(v, size) for v in valid])  # (K,H,W)
+            planes = _fill_holes(sources, masks, planes)
         work = imaging.working_size(size, self.config.max_side)
         small = imaging.resize_planes(sources, work)  # (K,h,w)
         masks_small = None if masks is None else np.stack([imaging.resize(m, work) for m in masks])

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from dig2dig_ros.core.config import FullResConfig, FusionConfig, GuidanceConfig
-from dig2dig_ros.core.diffusion.dig import DigRecord, DigWeighting, mask_weights
+from dig2dig_ros.core.diffusion.dig import DigRecord, DigWeighting
 from dig2dig_ros.core.diffusion.guidance import guidance_target, make_guidance
 from dig2dig_ros.core.diffusion.priors import Prior
 from dig2dig_ros.core.diffusion.sampler import SamplingCancelled, make_weighting, noise_to
@@ -290,5 +290,5 @@ def detail(solved: Solved, prep: Prepared, config: FullResConfig) -> Solved:
     luminance, weights = fullres.reconstruct(solved.luminance, solved.weights, prep.sources, config, prep.solve,
                                              prep.noise)
     if prep.valid is not None:
-        weights = mask_weights(torch.from_numpy(weights[:, None]), torch.from_numpy(prep.valid[:, None])).numpy()[:, 0]
+        weights = fullres.mask_weights(weights.copy() if weights is solved.weights else weights, prep.valid)
     return Solved(luminance, weights)
