@@ -495,7 +495,8 @@ class FusionNode(CountsFailures, Node):
             elif self.last_failure is not None and now - self.last_failure[0] <= RECENT_S:
                 causes.append(self.last_failure[1])
             counts = dict(self.counts)
-        registration = self.auto.status() if self.auto is not None else None
+        auto = self.auto  # one read: a parameter change may replace it meanwhile
+        registration = auto.status() if auto is not None else None
         if registration is not None and registration.warn:
             causes.append(registration.message)
         if causes:
@@ -530,12 +531,13 @@ class FusionNode(CountsFailures, Node):
 
     def _registration_values(self) -> dict[str, float]:
         """ir.homography auto's figures for /diagnostics (none otherwise); NaN before the first estimate."""
-        if self.auto is None:
+        auto = self.auto  # one read: a parameter change may replace it meanwhile
+        if auto is None:
             return {}
-        status = self.auto.status()
+        status = auto.status()
         est = status.estimate
         nan = float("nan")
-        return {"registration_aligned": float(self.auto.homography is not None),
+        return {"registration_aligned": float(auto.homography is not None),
                 "registration_pairs": float(status.pairs), "registration_estimates": float(status.estimates),
                 "registration_correlation": est.correlation if est else nan,
                 "registration_residual_px": est.residual_px if est else nan,

@@ -222,7 +222,3 @@ class AutoRegistration:
         if thread is not None:
             thread.join(timeout)
         return not self.busy
-
-    def close(self, timeout: float = 10.0) -> None:
-        """Wait for a running estimate (it cannot be interrupted; the thread is a daemon)."""
-        self.wait(timeout)
