@@ -1,7 +1,7 @@
 """The full-resolution step's cost against the DIG-15 sampler at the working size, in one run.
 
     .venv/bin/python benchmarks/fullres.py [--size 1280x1024] [--working-size 320] [--repeats 5] [--threads 2]
-    .venv/bin/python benchmarks/fullres.py --stages [--size 1280x960] [--threads 1]
+    .venv/bin/python benchmarks/fullres.py --stages [--size 1280x960] [--threads 1] [--registered]
 
 
 Budget (issue "Fusion that earns its cost"): the full-resolution step at 1280x1024 costs at most half of the
@@ -14,7 +14,9 @@ solved there, then the detail up to the input size).
 --stages: the CPU milliseconds per frame of every stage of video-mode dig-blend (VideoFuser.front then .back on
 one thread, default settings, working size 320) over the M3SVD sequence in ../shared/data (else the synthetic
 scene, moved a pixel a frame) at --size: the stages a frame runs at the input size are detail, to_solve_size,
-prepare, noise and compose (issue #23).
+prepare, noise and compose (issue #23). With --registered, each infrared frame is first warped by a fixed
+homography (1 % zoom, a 6 / 4 px shift: core.frame.registration.register_pair, as ir.homography does) and fused
+with its validity mask.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ import torch
 from dig2dig_ros.core.config import FusionConfig, with_overrides
 from dig2dig_ros.core.frame import imaging, stages
 from dig2dig_ros.core.frame.fusion import Fuser
+from dig2dig_ros.core.frame.registration import register_pair
 from dig2dig_ros.core.sample_scene import make_sample_pair
 from dig2dig_ros.core.video.fuser import VideoFuser
 
@@ -79,7 +82,11 @@ def sequence(size: tuple[int, int], count: int = 40) -> list[list[np.ndarray]]:
     return [[np.roll(img, i, axis=1) for img in pair] for i in range(count)]
 
 
-def stage_cpu_ms(frames: list[list[np.ndarray]], working_size: int, warmup: int = 4) -> dict[str, float]:
+REGISTRATION = np.array([[1.01, 0.0, 6.0], [0.0, 1.01, -4.0], [0.0, 0.0, 1.0]])  # --registered: H, ir → visible
+
+
+def stage_cpu_ms(frames: list[list[np.ndarray]], working_size: int, warmup: int = 4, registered: bool = False
+                 ) -> dict[str, float]:
     """CPU ms per frame of each stage of video-mode dig-blend on one thread (the stage timer on the thread's clock)."""
     fuser = Fuser(with_overrides(FusionConfig(), {"max_side": working_size}), device="cpu")
     video = VideoFuser(fuser)
@@ -88,17 +95,21 @@ def stage_cpu_ms(frames: list[list[np.ndarray]], working_size: int, warmup: int 
         for i, pair in enumerate(frames):
             if i == warmup:
                 fuser.profile = {}
-            video.back(video.front(pair, stamp=i / 25))
+            valid = None
+            if registered:
+                *pair, valid = register_pair(*pair, REGISTRATION)
+            video.back(video.front(list(pair), stamp=i / 25, valid=valid))
     finally:
         stages.time = clock
     return {name: seconds * 1000 / (len(frames) - warmup) for name, seconds in fuser.profile.items()}
 
 
-def print_stages(size: tuple[int, int], working_size: int) -> None:
+def print_stages(size: tuple[int, int], working_size: int, registered: bool = False) -> None:
     """The --stages table."""
-    ms = stage_cpu_ms(sequence(size), working_size)
+    ms = stage_cpu_ms(sequence(size), working_size, registered=registered)
     source = "M3SVD" if (M3SVD / "ir").is_dir() else "synthetic"
-    print(f"{size[0]}x{size[1]} {source}, video-mode dig-blend, working size {working_size}, CPU ms per frame")
+    print(f"{size[0]}x{size[1]} {source}, video-mode dig-blend, working size {working_size}, CPU ms per frame"
+          + (", infrared registered by a fixed homography" if registered else ""))
     for name in (*FULL_SIZE, *sorted(set(ms) - set(FULL_SIZE), key=lambda n: -ms[n])):
         print(f"  {name:<14} {ms.get(name, 0.0):6.1f}")
     print(f"  {'input size':<14} {sum(ms.get(name, 0.0) for name in FULL_SIZE):6.1f}  ({' + '.join(FULL_SIZE)})")
@@ -111,13 +122,14 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=None, help="torch and OpenCV threads (default 2; --stages: 1)")
     parser.add_argument("--stages", action="store_true", help="per-stage CPU of video-mode dig-blend instead")
+    parser.add_argument("--registered", action="store_true", help="--stages: the infrared registered by a fixed H")
     args = parser.parse_args()
     threads = args.threads or (1 if args.stages else 2)
     torch.set_num_threads(threads)
     cv2.setNumThreads(threads)
     w, h = (int(v) for v in (args.size or ("1280x960" if args.stages else "1280x1024")).split("x"))
     if args.stages:
-        print_stages((w, h), args.working_size)
+        print_stages((w, h), args.working_size, args.registered)
         return 0
     images = frame((w, h))
     rows = []
