@@ -18,7 +18,7 @@ import pytest
 
 from dig2dig_ros.core.config import FusionConfig, with_overrides
 from dig2dig_ros.core.diffusion.priors.wiener import WienerPrior
-from dig2dig_ros.core.frame.fusion import Fuser
+from dig2dig_ros.core.frame.fusion import Fuser, with_detail
 from dig2dig_ros.core.video import temporal
 from dig2dig_ros.core.video.fuser import VideoFuser
 
@@ -70,36 +70,41 @@ def _interleaved(video: VideoFuser, frames: list[list[np.ndarray]], skip: int | 
 
 
 def _by_hand(fuser: Fuser, frames: list[list[np.ndarray]]) -> list[np.ndarray]:
-    """The video dig-blend with DIG measured on every frame gives, assembled from the stages: each frame fused on
-    its own, then stabilised against the last output along the flow between their sources' mean (temporal.py),
-    then composed. The published frames (uint8)."""
+    """The video dig-blend with DIG measured on every frame gives, assembled from the stages: each frame's blend
+    solved on its own, stabilised at its solve size against the last frame's stabilised blend, along the flow
+    between their sources' mean (temporal.py), then the detail up to the input size, then composed. The
+    published frames (uint8)."""
     cfg = fuser.config.video
     motion = temporal.MotionCompensator()
     published, last = [], None
     for images in frames:
         prep = fuser.prepare(images)
-        own = fuser(images)  # no warm start: with DIG measured on every frame the gain is this frame's own
-        luminance = own.luminance
+        timer = fuser.timer()
+        # no warm start: with DIG measured on every frame the gain is this frame's own
+        own = fuser.method.before_detail(fuser, prep, timer, None)  # the blend at its solve size
         if last is not None:
-            coords = motion.coordinates(temporal.flow_guide(prep.sources), temporal.flow_guide(last[1]))
-            bound = temporal.source_change(prep.sources, last[1], *coords)
-            luminance = temporal.stabilise(luminance, last[0], *coords, cfg.temporal_strength, cfg.temporal_sigma,
-                                           bound)
-        last = (luminance, prep.sources)
-        published.append(fuser.compose(prep, luminance, own.weights))
+            size = prep.solve.shape[1:]
+            coords = motion.coordinates(temporal.flow_guide(prep.sources), temporal.flow_guide(last[2]), size)
+            bound = temporal.source_change(prep.solve, last[1], *coords)
+            own.luminance = temporal.stabilise(own.luminance, last[0], *coords, cfg.temporal_strength,
+                                               cfg.temporal_sigma, bound)
+        last = (own.luminance, prep.solve, prep.sources)
+        full = with_detail(fuser, prep, timer, own)
+        published.append(fuser.compose(prep, full.luminance, full.weights))
     return published
 
 
 def test_the_halves_interleaved_give_the_video_of_one_frame_at_a_time_and_of_the_stages_by_hand():
     frames = _panning()
-    serial = _serial(_video(), frames)
-    piped = _interleaved(_video(), frames)
+    fixed = {"fullres.solve_side": 48, "fullres.solve_noise": 0.0}  # solved at 36x48 on every frame, then detail
+    serial = _serial(_video(fixed), frames)
+    piped = _interleaved(_video(fixed), frames)
     for a, b in zip(serial, piped, strict=True):
         assert np.array_equal(a.fused, b.fused) and np.array_equal(a.luminance, b.luminance)
         assert np.array_equal(a.weights, b.weights)
-    hand = _by_hand(_video().fuser, frames)
+    hand = _by_hand(_video(fixed).fuser, frames)
     assert all(np.array_equal(a.fused, h) for a, h in zip(piped, hand, strict=True))
-    assert not np.array_equal(piped[-1].fused, _video().fuser(list(frames[-1])).fused)  # stabilised
+    assert not np.array_equal(piped[-1].fused, _video(fixed).fuser(list(frames[-1])).fused)  # stabilised
 
 
 @pytest.mark.parametrize("solve_side", [0, 48])

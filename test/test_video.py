@@ -9,7 +9,7 @@ from dig2dig_ros.core.config import FusionConfig, with_overrides
 from dig2dig_ros.core.diffusion.priors.wiener import WienerPrior
 from dig2dig_ros.core.frame.fusion import Fuser, WarmStart
 from dig2dig_ros.core.video import temporal
-from dig2dig_ros.core.video.fuser import VideoFuser
+from dig2dig_ros.core.video.fuser import BackState, VideoFuser
 
 
 def _frames(n=4, shift=1, seed=0):
@@ -280,3 +280,61 @@ def test_isolated_noise_spikes_in_one_source_are_not_taken_for_motion():
     own = np.abs(current - previous)
     np.testing.assert_allclose(bound[spikes], own.mean(0)[spikes], rtol=1e-6)  # a spike: the mean change
     np.testing.assert_allclose(bound[13:19, 29:35], own[0, 13:19, 29:35], rtol=1e-6)  # the mover: in full
+
+
+def _textured_pair(h=96, w=128, seed=3):
+    """A smooth textured (infrared, visible) uint8 pair (h,w)."""
+    rng = np.random.default_rng(seed)
+    planes = [cv2.normalize(cv2.GaussianBlur(rng.random((h, w)), (0, 0), 4), None, 60, 190, cv2.NORM_MINMAX)
+              for _ in range(2)]
+    return [p.astype(np.uint8) for p in planes]
+
+
+def _fine_band(y):
+    """Mean |y − up(down(y))| of a luminance (H,W) over its centre patch: the detail a half-size solve misses."""
+    h, w = y.shape
+    base = cv2.resize(cv2.resize(y, (w // 2, h // 2), interpolation=cv2.INTER_AREA), (w, h),
+                      interpolation=cv2.INTER_LINEAR)
+    return float(np.abs(y - base)[h // 4: 3 * h // 4, w // 4: 3 * w // 4].mean())
+
+
+def test_dig_blend_video_adds_the_detail_above_its_solve_size_from_this_frame():
+    # The blend is stabilised at the size it was solved at (half the input here), then the detail is added from
+    # this frame's sources: a fine checkerboard (5 grey levels, one pixel, gone at half size) that appears on a
+    # still scene shows in full at once, as in per-frame fusion. Stabilising the finished frame would hold back
+    # about a fifth of it (the blend with the previous output where the two agree).
+    settings = {"method": "dig-blend", "max_side": 32, "fullres.solve_side": 64, "fullres.solve_noise": 0.0,
+                "video.enabled": True, "video.temporal_strength": 0.3}
+    config = with_overrides(FusionConfig(), settings)
+    still = _textured_pair()
+    checker = (np.indices(still[0].shape).sum(0) % 2 * 5).astype(np.uint8)  # (H,W) 0/5
+    patch = np.zeros_like(checker)
+    patch[24:72, 32:96] = 1
+    moved = [(img + checker * patch).astype(np.uint8) for img in still]
+    video = VideoFuser(Fuser(config, prior=WienerPrior(), device="cpu"))
+    video(list(still), stamp=0.0)
+    warm = video(list(moved), stamp=0.04)
+    assert video.last_reason == "warm"
+    own = Fuser(config, prior=WienerPrior(), device="cpu")(list(moved))
+    assert _fine_band(own.luminance) > 0.006  # the checkerboard is there (2.5/255 from its mean, times 0.85)
+    assert _fine_band(warm.luminance) == pytest.approx(_fine_band(own.luminance), rel=0.03)
+
+
+def test_a_solve_size_that_changes_between_frames_is_stabilised_at_the_new_size():
+    # dig-blend's solve size follows the sources' noise estimate, so it can change from one frame to the next:
+    # the last frame's blend and sources are brought to the new size before they are carried along the motion.
+    # On a still scene whose sources did not change, the output then stays the last output (here 0.01 brighter
+    # than this frame's blend), at the new size, not a crop of it.
+    config = with_overrides(FusionConfig(), {"method": "dig-blend", "max_side": 32, "video.enabled": True})
+    video = VideoFuser(Fuser(config, prior=WienerPrior(), device="cpu"))
+    sources_full = video.fuser.prepare(_textured_pair()).sources  # (2,96,128)
+
+    def at(size, planes):
+        return np.stack([cv2.resize(p, size, interpolation=cv2.INTER_AREA) for p in planes])
+
+    last, now = at((80, 60), sources_full), at((64, 48), sources_full)  # the solve sizes of two frames
+    video.back_state = BackState(0, last.mean(0) + 0.01, last)
+    ys, xs = np.indices(now.shape[1:], dtype=np.float32)  # no motion
+    out = video._stabilise(now.mean(0), now, (xs, ys))
+    assert out.shape == (48, 64)
+    assert np.abs(out - (now.mean(0) + 0.01)).mean() < 0.003  # the resizes move it a little

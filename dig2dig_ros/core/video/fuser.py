@@ -11,7 +11,10 @@ A camera delivers a sequence, not independent pairs. What a frame takes from the
 
 Then the fused luminance is stabilised against the previous output carried along the motion (temporal.py): it
 changes by no more than its sources changed there (``video.source_bound``), and is blended with the previous
-output where the two agree. A frame is fused on its own instead for the first frame, after a time jump (stamps
+output where the two agree. `dig-blend` stabilises its blend at the size it was solved at, before the detail is
+added, so the band above that size is this frame's sources' own (at 1280×960 a quarter of the pixels, and less
+flicker with more Qabf than stabilising the finished frame: docs/VIDEO.md); the other methods stabilise the
+finished luminance. A frame is fused on its own instead for the first frame, after a time jump (stamps
 going back, or a gap longer than `video.max_gap`), when the scene changed too much (mean absolute change of the
 sources at the working size above `video.max_change`), and when the working size or settings changed.
 
@@ -32,9 +35,11 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 import torch
 
+from dig2dig_ros.core.frame import imaging
 from dig2dig_ros.core.frame.fusion import (
     BlendMethod,
     ClassicalMethod,
@@ -67,8 +72,8 @@ class BackState:
     """What the next frame's back half needs from the last one."""
 
     index: int  # the frame these are from
-    luminance: np.ndarray  # (H,W) float32 its published (stabilised) luminance
-    sources: np.ndarray  # (K,H,W) its sources' luminance at the input size (the stabilisation's bound)
+    luminance: np.ndarray  # (h,w) float32 its stabilised luminance (dig-blend: the blend before the detail)
+    sources: np.ndarray  # (K,h,w) its sources' luminance at that size (the stabilisation's bound)
 
 
 @dataclass
@@ -146,7 +151,7 @@ class VideoFuser:
         guide = timer("flow", temporal.flow_guide, prep.sources)
         coords = None  # where each pixel of this frame was in the last one
         if reason is None and state.guide.shape == guide.shape:
-            coords = timer("flow", self.motion.coordinates, guide, state.guide)
+            coords = timer("flow", self.motion.coordinates, guide, state.guide, self._stabilised(prep)[0].shape)
         warm, since = None, 0
         if reason is None and fuser.config.method == "dig-blend":
             since = state.since_measure + 1
@@ -175,15 +180,22 @@ class VideoFuser:
         prep, result = pending.prep, pending.result
         if pending.grid is not None:
             result = with_solve(fuser, timer, pending.grid, result)
+        state = self.back_state
+        stabilise = (pending.coords is not None and cfg.temporal_strength > 0 and state is not None
+                     and state.index == pending.previous)
+        before = isinstance(fuser.method, BlendMethod)  # dig-blend: its solved blend, before the detail
+        if before and stabilise:
+            result.luminance = timer("stabilise", self._stabilise, result.luminance, prep.solve, pending.coords)
+        kept = result.luminance  # what the next frame is stabilised against
         if not pending.detailed:
             result = with_detail(fuser, prep, timer, result)
-        state = self.back_state
-        if (pending.coords is not None and cfg.temporal_strength > 0 and state is not None
-                and state.index == pending.previous):
-            result.luminance = timer("stabilise", self._stabilise, result.luminance, prep.sources, pending.coords)
+        if not before:
+            if stabilise:
+                result.luminance = timer("stabilise", self._stabilise, result.luminance, prep.sources, pending.coords)
+            kept = result.luminance
         result.fused = fuser.compose(prep, result.luminance, result.weights)  # once, after the stabilisation
         if pending.index is not None:
-            self.back_state = BackState(pending.index, result.luminance, prep.sources)
+            self.back_state = BackState(pending.index, kept, self._stabilised(prep))
         result.seconds = pending.seconds + time.perf_counter() - start
         return result
 
@@ -224,16 +236,26 @@ class VideoFuser:
         self.last_reason = reason
         return Pending(index, previous, prep, out[0], out[1], out[2], coords, reason, time.perf_counter() - start)
 
+    def _stabilised(self, prep: Prepared) -> np.ndarray:
+        """The sources (K,h,w) at the size a frame's luminance is stabilised at: dig-blend's solve size (its blend
+        is stabilised before the detail is added, so the detail above that size is this frame's sources'), the
+        input size for the other methods."""
+        return prep.solve if isinstance(self.fuser.method, BlendMethod) else prep.sources
+
     def _stabilise(self, luminance: np.ndarray, sources: np.ndarray,
                    coords: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
-        """This frame's fused luminance (H,W) stabilised against the last output, for its sources (K,H,W) and the
-        motion ``coords`` to the last frame (temporal.stabilise)."""
+        """This frame's luminance (h,w) stabilised against the last one, for its sources (K,h,w) and the motion
+        ``coords`` (h,w) each to the last frame (temporal.stabilise). The last frame's luminance and sources are
+        brought to (h,w) first where their size differs (dig-blend's solve size follows the noise estimate)."""
         cfg, state = self.fuser.config.video, self.back_state
+        previous, before = state.luminance, state.sources
+        if previous.shape != luminance.shape:
+            previous = imaging.resize(previous, luminance.shape, cv2.INTER_LINEAR)  # (h,w)
+            before = imaging.resize_planes(before, luminance.shape, cv2.INTER_LINEAR)  # (K,h,w)
         bound = None
-        if cfg.source_bound and state.sources.shape == sources.shape:
-            bound = temporal.source_change(sources, state.sources, *coords)
-        return temporal.stabilise(luminance, state.luminance, *coords, cfg.temporal_strength,
-                                  cfg.temporal_sigma, bound)
+        if cfg.source_bound and before.shape == sources.shape:
+            bound = temporal.source_change(sources, before, *coords)
+        return temporal.stabilise(luminance, previous, *coords, cfg.temporal_strength, cfg.temporal_sigma, bound)
 
 
 Frame = tuple[list[np.ndarray], float | None, list[np.ndarray | None] | None]  # images, stamp, validity masks

@@ -63,16 +63,18 @@ class MotionCompensator:
         self._dis = cv2.DISOpticalFlow_create(FLOW_PRESET)
         self._grid: _FlowGrid | None = None  # kept per (frame size, flow size)
 
-    def coordinates(self, current: np.ndarray, previous: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Per pixel of ``current`` (H,W) uint8, where it was in ``previous``: map_x, map_y (H,W) float32.
+    def coordinates(self, current: np.ndarray, previous: np.ndarray, size: tuple[int, int] | None = None
+                    ) -> tuple[np.ndarray, np.ndarray]:
+        """Per pixel of ``current`` (H,W) uint8, where it was in ``previous``: map_x, map_y float32 at ``size``
+        ((h,w) of the same view, default (H,W)), in that size's pixels.
 
-        Frames larger than ``side`` are measured at that long side and the flow brought up bilinearly.
+        Frames larger than ``side`` are measured at that long side and the flow brought up (or down) bilinearly.
         """
-        h, w = current.shape
-        small = working_size((h, w), self.side)
-        if small != (h, w):
+        full = current.shape
+        small = working_size(full, self.side)
+        if small != full:
             current, previous = (cv2.resize(g, small[::-1], interpolation=cv2.INTER_AREA) for g in (current, previous))
-        return self.from_flow(self._dis.calc(current, previous, None), (h, w))
+        return self.from_flow(self._dis.calc(current, previous, None), size or full)
 
     def from_flow(self, flow: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
         """map_x, map_y (H,W) float32 for a frame of ``size`` (H,W) from the backward flow (h,w,2) measured on it
