@@ -128,6 +128,28 @@ def test_the_blend_is_solved_in_the_back_where_the_front_carries_more(solve_side
     assert all(np.array_equal(a.fused, b.fused) for a, b in zip(serial, piped, strict=True))
 
 
+def test_with_balance_the_back_also_solves_while_the_front_has_been_the_longer_half():
+    # On two threads (the node, fuse-dir --sequence) the halves' recent times decide where a frame that reuses
+    # the gain is solved; the video is the same bit for bit wherever it is.
+    settings = {"fullres.solve_side": 48, "fullres.solve_noise": 0.0}
+    frames = _panning(4)
+    video = _video(settings, dig_every=3)
+    video.balance = True
+    video.back(video.front(list(frames[0]), stamp=0.0))  # the first frame: solved in the back anyway
+    where = []
+    for i, (front_s, back_s) in enumerate([(1.0, 0.0), (0.0, 1.0)], start=1):
+        video._front_s, video._back_s = front_s, back_s  # the front (then the back) has been the longer half
+        pending = video.front(list(frames[i]), stamp=0.04 * i)
+        where.append(pending.grid is not None)
+        video.back(pending)
+    assert where == [True, False]
+    both = _video(settings, dig_every=3)
+    both.balance = True
+    balanced = _interleaved(both, frames)
+    assert all(np.array_equal(a.fused, b.fused)
+               for a, b in zip(_serial(_video(settings, dig_every=3), frames), balanced, strict=True))
+
+
 def test_the_halves_interleaved_with_a_reused_gain_and_the_sampler():
     frames = _panning(6)
     for settings in ({"video.dig_every": 3}, {"method": "dig", "sampler.steps": 4, "video.start_step": 2}):

@@ -106,7 +106,7 @@ def cmd_fuse_dir(args: argparse.Namespace) -> int:
         args.set = [*args.set, "video.enabled=true"]
     out = Path(args.out)
     if args.sequence:  # on two threads, as the node: reading and the front half | the back half and writing
-        video, warm = VideoFuser(build_fuser(args)), []
+        video, warm = VideoFuser(build_fuser(args), balance=True), []
 
         def frames():
             for i, (_, ir_path, vis_path) in enumerate(tqdm(pairs, desc="fusing", unit="pair")):

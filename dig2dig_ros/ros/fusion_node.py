@@ -82,7 +82,9 @@ class _Setup:
 
     def __init__(self, fuser: Fuser, values: dict[str, Any], thermal: ThermalSettings, h: np.ndarray | None):
         self.fuser, self.values, self.thermal, self.homography = fuser, values, thermal, h
-        self.video = VideoFuser(fuser)  # frames as a sequence (video.enabled); a new setup starts afresh
+        # frames as a sequence (video.enabled); a new setup starts afresh. On two threads the solve goes to the half
+        # that has had less to do
+        self.video = VideoFuser(fuser, balance=bool(values["pipeline"]))
 
 
 @dataclass

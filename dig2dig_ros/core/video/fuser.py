@@ -53,6 +53,8 @@ from dig2dig_ros.core.frame.fusion import (
 from dig2dig_ros.core.frame.stages import SolveGrid, StageTimer
 from dig2dig_ros.core.video import temporal
 
+BALANCE_RATE = 0.2  # weight of the newest frame in each half's average time
+
 
 @dataclass
 class FrontState:
@@ -98,13 +100,15 @@ class VideoFuser:
     must not be called from two threads at once.
     """
 
-    def __init__(self, fuser: Fuser) -> None:
+    def __init__(self, fuser: Fuser, balance: bool = False) -> None:
         self.fuser = fuser
         self.front_state: FrontState | None = None
         self.back_state: BackState | None = None
         self.last_reason = "first frame"
         self.motion = temporal.MotionCompensator(fuser.config.video.flow_side)
         self._count = 0  # frames the front half has started
+        self.balance = balance  # two threads: the solve also goes to the back while the front is the longer half
+        self._front_s = self._back_s = 0.0  # each half's own seconds per frame, averaged over recent frames
 
     @property
     def state(self) -> FrontState | None:
@@ -196,7 +200,9 @@ class VideoFuser:
         result.fused = fuser.compose(prep, result.luminance, result.weights)  # once, after the stabilisation
         if pending.index is not None:
             self.back_state = BackState(pending.index, kept, self._stabilised(prep))
-        result.seconds = pending.seconds + time.perf_counter() - start
+        own = time.perf_counter() - start
+        self._back_s += BALANCE_RATE * (own - self._back_s)
+        result.seconds = pending.seconds + own
         return result
 
     def __call__(self, images: list[np.ndarray], stamp: float | None = None,
@@ -220,12 +226,15 @@ class VideoFuser:
         The blend's solve moves to the back half, so the halves balance, where the front carries more than its
         share: where the input is no larger than the size dig-blend solves at (the detail step has nothing to add
         and the back would only stabilise and compose), and on a frame that measures DIG (its prior call is the
-        largest stage, on one frame in `video.dig_every`).
+        largest stage, on one frame in `video.dig_every`); with ``balance`` (two threads), also wherever the front
+        has taken longer than the back over the last frames (each half's own time, averaged at BALANCE_RATE).
         """
         method = self.fuser.method
         if isinstance(method, ClassicalMethod):
             return method.run(self.fuser, prep, timer, warm), True, None
-        if isinstance(method, BlendMethod) and (prep.solve.shape[1:] == prep.size or warm is None or warm.measure):
+        later = self.balance and self._front_s > self._back_s
+        if isinstance(method, BlendMethod) and (prep.solve.shape[1:] == prep.size or warm is None or warm.measure
+                                                or later):
             grid, out = method.before_solve(self.fuser, prep, timer, warm)
             return out, False, grid
         return method.before_detail(self.fuser, prep, timer, warm), False, None
@@ -234,7 +243,9 @@ class VideoFuser:
                  out: tuple[FusionResult, bool, SolveGrid | None], coords: tuple[np.ndarray, np.ndarray] | None,
                  reason: str, start: float) -> Pending:
         self.last_reason = reason
-        return Pending(index, previous, prep, out[0], out[1], out[2], coords, reason, time.perf_counter() - start)
+        seconds = time.perf_counter() - start
+        self._front_s += BALANCE_RATE * (seconds - self._front_s)
+        return Pending(index, previous, prep, out[0], out[1], out[2], coords, reason, seconds)
 
     def _stabilised(self, prep: Prepared) -> np.ndarray:
         """The sources (K,h,w) at the size a frame's luminance is stabilised at: dig-blend's solve size (its blend
