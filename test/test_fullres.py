@@ -240,6 +240,29 @@ def test_the_fusers_full_resolution_step_is_the_one_these_tests_run():
     np.testing.assert_array_equal(out.weights, weights)
 
 
+def test_dig_blend_weights_at_the_input_size_are_the_working_size_fit_applied_there():
+    # dig-blend brings its DIG weights up once: the guided fit at the working size (each source's weight to that
+    # source) is applied to the solve-size sources for the blend, and to the input-size sources for the detail,
+    # not fitted a second time at the solve size. Reference: He's coefficients (classical.guided_coefficients),
+    # brought up bilinearly and applied to the input-size sources by hand.
+    sources = _scene()
+    config = with_overrides(FusionConfig(), {"method": "dig-blend", "max_side": 40, "fullres.solve_side": 80,
+                                            "fullres.solve_noise": 0.0})
+    fuser = Fuser(config, prior=WienerPrior(), device="cpu")
+    prep = fuser.prepare(list(sources))
+    assert prep.small.shape[1:] == (32, 40) and prep.solve.shape[1:] == (64, 80)  # working < solve < input
+    out = fuser(list(sources))
+    dig = out.weight_history[-1][2]  # (K,32,40) the DIG weights at the working size
+    params = FullResConfig()
+    expected = np.empty(prep.sources.shape, np.float64)
+    for k in range(2):
+        a, b = guided_coefficients(prep.small[k], dig[k], params.radius, params.eps)  # float64
+        up = [cv2.resize(x.astype(np.float32), (160, 128), interpolation=cv2.INTER_LINEAR) for x in (a, b)]
+        expected[k] = np.clip(up[0] * prep.sources[k] + up[1], 0, 1)
+    expected /= expected.sum(0)
+    np.testing.assert_allclose(out.weights, expected, atol=2e-5)
+
+
 def test_the_noise_estimate_of_8_bit_frames_follows_the_noise_between_the_8_bit_steps():
     rng = np.random.default_rng(0)
     base = cv2.GaussianBlur(rng.random((256, 320)).astype(np.float32), (0, 0), 8) * 0.5 + 0.25

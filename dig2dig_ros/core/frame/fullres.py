@@ -11,13 +11,15 @@ down/up the same area / bilinear pair the base went through, D_k per-pixel detai
 noise-adaptive shrinkage (Donoho's MAD estimate of each source's noise level; no shrinkage on a clean
 source). The DIG weights are brought up along the sources' edges with the fast guided filter (He & Sun 2015:
 the guided filter's linear coefficients are fitted at the working size and applied to the full-resolution
-guide), then clipped to [0,1] and renormalised to sum to 1 per pixel. No halos: the weights follow the
+guide), then clipped to [0,1] and renormalised to sum to 1 per pixel. dig-blend fits once (:class:`WeightFit`)
+and applies that fit at its solve size and again at the input size. No halos: the weights follow the
 sources' edges, not a blur. The step's settings, defaults included, are config.FullResConfig's (the node's).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
@@ -63,21 +65,47 @@ def flatten_weights(weights: np.ndarray, factor: float) -> np.ndarray:
     return (w / np.maximum(w.sum(0, keepdims=True), 1e-12)).astype(np.float32)
 
 
+@dataclass
+class WeightFit:
+    """Weights fitted at a small size along their sources' edges: the fast guided filter's averaged linear
+    coefficients (He & Sun 2015), weight_k ≈ ā_k·I_k + b̄_k, which :func:`apply_fit` applies to the sources I_k at
+    any larger size."""
+
+    a: np.ndarray  # (K,h,w) ā
+    b: np.ndarray  # (K,h,w) b̄
+
+
+def fit_weights(weights: np.ndarray, guides_small: np.ndarray, params: FullResConfig) -> WeightFit:
+    """The guided fit of weights (K,h,w) to their guides (K,h,w) at that size, each source's weight to that
+    source."""
+    a, b = np.empty(weights.shape, np.float32), np.empty(weights.shape, np.float32)  # (K,h,w) each
+    for k in range(len(weights)):
+        coefficients = guided_coefficients(guides_small[k], weights[k], params.radius, params.eps, np.float32,
+                                           imaging.scratch)  # float32: params.eps is well above its rounding
+        np.copyto(a[k], coefficients[0])
+        np.copyto(b[k], coefficients[1])
+    return WeightFit(a, b)
+
+
+def apply_fit(fit: WeightFit, guides: np.ndarray) -> np.ndarray:
+    """The fitted weights at the size of guides (K,H,W): ā and b̄ brought up bilinearly, ā·I + b̄, clipped to [0,1]
+    and renormalised to sum to 1 per pixel."""
+    out = np.empty(guides.shape, np.float32)  # (K,H,W)
+    offset = imaging.scratch("fullres.apply_fit.offset", guides.shape[-2:])  # (H,W) b̄ at full size
+    for k in range(len(guides)):
+        np.multiply(imaging.resize_into(fit.a[k], out[k], cv2.INTER_LINEAR), guides[k], out=out[k])  # ā·I
+        out[k] += imaging.resize_into(fit.b[k], offset, cv2.INTER_LINEAR)
+    np.clip(out, 0.0, 1.0, out=out)
+    return _normalise(out, 1e-6, strict=True, fallback=None)
+
+
 def upsample_weights(weights: np.ndarray, guides_small: np.ndarray, guides: np.ndarray,
                      params: FullResConfig) -> np.ndarray:
     """Weights (K,h,w) at the working size → (K,H,W) at the size of guides (K,H,W), along the guides' edges.
 
     Each source's weight is guided by that source; the result lies in [0,1] and sums to 1 per pixel.
     """
-    out = np.empty(guides.shape, np.float32)  # (K,H,W)
-    offset = imaging.scratch("fullres.upsample.offset", guides.shape[-2:])  # (H,W) b̄ at full size
-    for k in range(len(weights)):  # the fast guided filter: coefficients at the working size, applied at full size
-        a, b = guided_coefficients(guides_small[k], weights[k], params.radius, params.eps, np.float32,
-                                   imaging.scratch)  # float32: params.eps is well above its rounding
-        np.multiply(imaging.resize_into(a, out[k], cv2.INTER_LINEAR), guides[k], out=out[k])  # ā·I
-        out[k] += imaging.resize_into(b, offset, cv2.INTER_LINEAR)
-    np.clip(out, 0.0, 1.0, out=out)
-    return _normalise(out, 1e-6, strict=True, fallback=None)
+    return apply_fit(fit_weights(weights, guides_small, params), guides)
 
 
 def mask_weights(weights: np.ndarray, valid: np.ndarray) -> np.ndarray:
@@ -166,12 +194,14 @@ def _detail_shares(energy: np.ndarray, weights: np.ndarray, sharpness: float) ->
 
 def reconstruct(fused_small: np.ndarray, weights_small: np.ndarray, sources: np.ndarray,
                 params: FullResConfig, sources_small: np.ndarray | None = None,
-                noise: Sequence[float] | None = None) -> tuple[np.ndarray, np.ndarray]:
+                noise: Sequence[float] | None = None, fit: WeightFit | None = None) -> tuple[np.ndarray, np.ndarray]:
     """The fused luminance (H,W) and weights (K,H,W) at the sources' size.
 
     fused_small: (h,w) in [0,1] at the working size; weights_small: (K,h,w); sources: (K,H,W) in [0,1];
     sources_small: the sources already area-resized to (h,w), if the caller has them (K,h,w); noise: each
-    source's :func:`imaging.noise_sigma`, if the caller has it.
+    source's :func:`imaging.noise_sigma`, if the caller has it; fit: the weights' fit at a smaller size that
+    ``weights_small`` came from (dig-blend's working-size fit, :func:`fit_weights`), applied at the sources' size
+    instead of fitting ``weights_small`` again.
     """
     size = sources.shape[-2:]
     small = fused_small.shape
@@ -179,7 +209,10 @@ def reconstruct(fused_small: np.ndarray, weights_small: np.ndarray, sources: np.
         return fused_small, weights_small
     if sources_small is None or sources_small.shape[-2:] != small:
         sources_small = imaging.resize_planes(sources, small)  # (K,h,w)
-    weights = upsample_weights(weights_small, sources_small, sources, params)  # (K,H,W)
+    if fit is not None:
+        weights = apply_fit(fit, sources)  # (K,H,W)
+    else:
+        weights = upsample_weights(weights_small, sources_small, sources, params)  # (K,H,W)
     if params.shrink > 0 and noise is None:
         noise = [imaging.noise_sigma(c) for c in sources]
     details = imaging.scratch("fullres.reconstruct.details", sources.shape)  # (K,H,W) c_k − up(down(c_k))

@@ -54,6 +54,7 @@ class FusionResult:
     prior_calls: int = 0
     sample: torch.Tensor | None = None  # (1,C,H',W') the sampler's final sample (padded working size)
     gain: torch.Tensor | None = None  # (K,1,H',W') dig-blend: the DIG gain the weights came from (padded)
+    fit: fullres.WeightFit | None = None  # dig-blend, until the detail: the working-size fit of its weights
 
 
 def _result(solved: Solved, working: Working | None = None, history: list[DigRecord] = (),
@@ -145,15 +146,15 @@ class ClassicalMethod:
 def with_solve(fuser: Fuser, timer: StageTimer, grid: stages.SolveGrid, out: FusionResult) -> FusionResult:
     """``out`` (BlendMethod.before_solve's) with the blend's luminance and weights solved on ``grid``."""
     solved = timer("solve", stages.solve, grid, fuser.config.guidance, fuser.config.output_range)
-    out.luminance, out.weights = solved.luminance, solved.weights
+    out.luminance, out.weights, out.fit = solved.luminance, solved.weights, solved.fit
     return out
 
 
 def with_detail(fuser: Fuser, prep: Prepared, timer: StageTimer, out: FusionResult) -> FusionResult:
     """``out`` (a method's ``before_detail``) with its luminance and weights brought to the input size
     (stages.detail)."""
-    full = timer("detail", stages.detail, Solved(out.luminance, out.weights), prep, fuser.config.fullres)
-    out.luminance, out.weights = full.luminance, full.weights
+    full = timer("detail", stages.detail, Solved(out.luminance, out.weights, out.fit), prep, fuser.config.fullres)
+    out.luminance, out.weights, out.fit = full.luminance, full.weights, None
     return out
 
 

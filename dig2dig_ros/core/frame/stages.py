@@ -141,6 +141,7 @@ class SolveGrid:
     weights: torch.Tensor  # (K,1,h2',w2')
     size: tuple[int, int]  # (h2, w2)
     clamp: bool  # clamp y* to [−1,1] before the output mapping (at the working size, as the sampler's output is)
+    fit: fullres.WeightFit | None = None  # the working-size fit the weights were brought up with (None: not)
 
 
 @dataclass
@@ -149,6 +150,7 @@ class Solved:
 
     luminance: np.ndarray  # (h2,w2) float32 in [0,1]
     weights: np.ndarray  # (K,h2,w2) float32
+    fit: fullres.WeightFit | None = None  # the working-size fit they came from, applied again at the input size
 
 
 @dataclass
@@ -222,10 +224,12 @@ def to_solve_size(prep: Prepared, working: Working, weights: torch.Tensor, confi
     if not prep.larger_than_working:
         return working_grid(working, weights, factor)
     w = fullres.flatten_weights(working.crop(weights).astype(np.float32), factor)  # (K,h,w)
+    fit = None
     if prep.solve is not prep.small:
-        w = fullres.upsample_weights(w, prep.small, prep.solve, config)  # (K,h2,w2)
+        fit = fullres.fit_weights(w, prep.small, config)  # the detail applies the same fit at the input size
+        w = fullres.apply_fit(fit, prep.solve)  # (K,h2,w2)
     sources = (torch.from_numpy(prep.solve).to(device).unsqueeze(1) * 2).sub_(1)  # (K,1,h2,w2) in [−1,1]
-    return SolveGrid(sources, torch.from_numpy(w).to(device).unsqueeze(1), prep.solve.shape[1:], clamp=False)
+    return SolveGrid(sources, torch.from_numpy(w).to(device).unsqueeze(1), prep.solve.shape[1:], clamp=False, fit=fit)
 
 
 def blend_target(sources: torch.Tensor, weights: torch.Tensor, config: GuidanceConfig) -> torch.Tensor:
@@ -242,7 +246,7 @@ def solve(grid: SolveGrid, config: GuidanceConfig, output_range: str) -> Solved:
         y = y.clamp(-1, 1)
     h, w = grid.size
     luminance = imaging.to_output(y[0, 0, :h, :w].cpu().numpy(), output_range).astype(np.float32)
-    return Solved(luminance, grid.weights[:, 0, :h, :w].cpu().numpy().astype(np.float32))
+    return Solved(luminance, grid.weights[:, 0, :h, :w].cpu().numpy().astype(np.float32), grid.fit)
 
 
 def sample(prior: Prior, working: Working, small: np.ndarray, timesteps: list[int], config: FusionConfig,
@@ -288,7 +292,7 @@ def detail(solved: Solved, prep: Prepared, config: FullResConfig) -> Solved:
     """The full-resolution step: a luminance solved at the working or solve size → the input size, the band above
     from the sources' own detail (fullres.reconstruct); weights there, zero where a source has no data."""
     luminance, weights = fullres.reconstruct(solved.luminance, solved.weights, prep.sources, config, prep.solve,
-                                             prep.noise)
+                                             prep.noise, solved.fit)
     if prep.valid is not None:
         weights = fullres.mask_weights(weights.copy() if weights is solved.weights else weights, prep.valid)
     return Solved(luminance, weights)
