@@ -187,19 +187,21 @@ class VideoFuser:
         state = self.back_state
         stabilise = (pending.coords is not None and cfg.temporal_strength > 0 and state is not None
                      and state.index == pending.previous)
-        before = isinstance(fuser.method, BlendMethod)  # dig-blend: its solved blend, before the detail
-        if before and stabilise:
-            result.luminance = timer("stabilise", self._stabilise, result.luminance, prep.solve, pending.coords)
+        sources = self._stabilised(prep)
+        at_solve = sources is prep.solve  # dig-blend: its solved blend is stabilised, before the detail (where
+        # the two are one array the detail adds nothing, so the order does not matter)
+        if at_solve and stabilise:
+            result.luminance = timer("stabilise", self._stabilise, result.luminance, sources, pending.coords)
         kept = result.luminance  # what the next frame is stabilised against
         if not pending.detailed:
             result = with_detail(fuser, prep, timer, result)
-        if not before:
+        if not at_solve:
             if stabilise:
-                result.luminance = timer("stabilise", self._stabilise, result.luminance, prep.sources, pending.coords)
+                result.luminance = timer("stabilise", self._stabilise, result.luminance, sources, pending.coords)
             kept = result.luminance
         result.fused = fuser.compose(prep, result.luminance, result.weights)  # once, after the stabilisation
         if pending.index is not None:
-            self.back_state = BackState(pending.index, kept, self._stabilised(prep))
+            self.back_state = BackState(pending.index, kept, sources)
         own = time.perf_counter() - start
         self._back_s += BALANCE_RATE * (own - self._back_s)
         result.seconds = pending.seconds + own
