@@ -125,7 +125,12 @@ def test_node_publishes_json_detections_with_the_input_header(ros_env, tiny_mode
         boxes = [[d for d in doc["detections"] if d["bbox"]["size_x"] > 0 and d["bbox"]["size_y"] > 0] for doc in docs]
         tracks = [{(d["id"], d["bbox"]["center_x"], d["bbox"]["center_y"]) for d in frame} for frame in boxes]
         assert len(tracks[0]) > 10 and tracks[0] == tracks[1] == tracks[2] == tracks[3]
-        assert [all(d["confirmed"] for d in frame) for frame in boxes] == [False, False, True, True]
+        # Confirmed from the tracker's third frame on (test_tracker.py checks the count exactly). The node may have
+        # tracked a frame before its JSON publisher had matched this subscriber (the likely cause of one CI-layout
+        # failure that read [False, True, True, True]), so here: unconfirmed first,
+        # confirmed by the third received frame, and confirmed from then on.
+        flags = [all(d["confirmed"] for d in frame) for frame in boxes]
+        assert not flags[0] and flags[2:] == [True, True] and flags == sorted(flags), flags
         assert got_image, "no detections/image"
         img = got_image[0]
         assert img.encoding == "bgr8" and (img.header.stamp.sec, img.header.stamp.nanosec) in sent
