@@ -69,12 +69,16 @@ def test_the_fusion_node_follows_publishers_that_come_and_go(ros):
     executor = SingleThreadedExecutor()
     executor.add_node(node)
     executor.add_node(peer)
-    assert _reader_reliability(node, "/ir/image") == BE  # no publisher yet
+    ir = node.subs[0].input
+    assert ir.subscription is None and ir.reliability is None  # no publisher yet: no reader at all
+    assert not node.get_subscriptions_info_by_topic("/ir/image")
     pub = peer.create_publisher(Image, "ir/image", RELIABLE)  # a camera that starts after the node
     assert _spin(executor, lambda: node.get_publishers_info_by_topic("/ir/image"))
     node._match_publishers()
     assert _reader_reliability(node, "/ir/image") == R
-    assert _reader_reliability(node, "/visible/image") == BE  # its own publishers: none
+    # the first reader is the reliable one: no best-effort reader lost the camera's first frames meanwhile
+    assert {info.qos_profile.reliability for info in node.get_subscriptions_info_by_topic("/ir/image")} == {R}
+    assert node.subs[1].input.subscription is None  # the visible topic's publishers: none
     other = peer.create_publisher(Image, "ir/image", qos_profile_sensor_data)  # a second, best-effort driver
     assert _spin(executor, lambda: len(node.get_publishers_info_by_topic("/ir/image")) == 2)
     node._match_publishers()
@@ -84,6 +88,10 @@ def test_the_fusion_node_follows_publishers_that_come_and_go(ros):
     node._match_publishers()
     assert _reader_reliability(node, "/ir/image") == R
     assert pub.get_subscription_count() >= 1
+    peer.destroy_publisher(pub)  # the camera stops: the reader stays as it was, for the camera's restart
+    assert _spin(executor, lambda: not node.get_publishers_info_by_topic("/ir/image"))
+    node._match_publishers()
+    assert _reader_reliability(node, "/ir/image") == R
 
 
 @pytest.mark.parametrize("params, offered, expected", [
@@ -107,7 +115,8 @@ def test_an_explicit_choice_always_wins(ros, params, offered, expected):
 
 
 def test_a_switch_loses_and_repeats_no_frame(ros):
-    """Frames published while the subscription changes from best effort to reliable arrive once each, in order."""
+    """Frames published while the subscription changes from best effort to reliable (a best-effort driver left)
+    arrive once each, in order."""
     node = rclpy.create_node("qos_switch")
     peer = rclpy.create_node("qos_peer")
     ros.extend([node, peer])
@@ -116,18 +125,22 @@ def test_a_switch_loses_and_repeats_no_frame(ros):
     executor = SingleThreadedExecutor()
     executor.add_node(node)
     executor.add_node(peer)
+    assert matched.subscription is None  # no publisher yet
     pub = peer.create_publisher(Image, "cam/image", RELIABLE)
-    assert _spin(executor, lambda: pub.get_subscription_count() == 1
-                 and node.get_publishers_info_by_topic("/cam/image"))
-    assert matched.reliability == BE
+    other = peer.create_publisher(Image, "cam/image", qos_profile_sensor_data)  # a best-effort driver as well
+    assert _spin(executor, lambda: len(node.get_publishers_info_by_topic("/cam/image")) == 2)
+    assert matched.refresh() and matched.reliability == BE
+    assert _spin(executor, lambda: pub.get_subscription_count() == 1)
     frame = numpy_to_image(np.zeros((4, 4), np.uint8), "mono8")
     sent = []
     for k in range(1, 121):
         frame.header.stamp.sec = k
         pub.publish(frame)
         sent.append(k)
-        if k == 30:
-            assert matched.refresh()  # the reliable subscription is made while frames flow
+        if k == 30:  # the best-effort driver leaves: the reliable subscription is made while frames flow
+            peer.destroy_publisher(other)
+            assert _spin(executor, lambda: len(node.get_publishers_info_by_topic("/cam/image")) == 1)
+            assert matched.refresh()
         elif k > 30 and k % 10 == 0:
             matched.refresh()  # the old one is destroyed once the new one delivers
         _spin(executor, lambda k=k: got and got[-1] == k, timeout=0.5)  # a camera slower than the callbacks

@@ -1,7 +1,9 @@
 """Input subscriptions whose reliability follows the topic's publishers, and whose transport losses are counted.
 
 rosbag2's rule: subscribe reliable when every publisher offers reliable, best effort otherwise (a reliable
-reader never matches a best-effort writer: nothing would arrive). A camera started after the node, or replaced
+reader never matches a best-effort writer: nothing would arrive), and, as its recorder does, subscribe only once
+a publisher is there: a best-effort reader made before a reliable camera appears would lose its large frames
+until the switch. A camera started after the node, or replaced
 by another driver, is picked up by ``refresh()``, which a node calls from a timer. An explicit choice (the
 node's ``qos.input_reliability`` parameter, or the standard ``qos_overrides.<topic>.subscription.reliability``)
 always wins. Every message the middleware reports lost (rmw's ``message_lost`` event) is counted, and
@@ -37,7 +39,8 @@ REFRESH_S = 0.25  # how often a node re-reads its inputs' publishers (cameras th
 
 
 def matched_reliability(offered: list[ReliabilityPolicy]) -> ReliabilityPolicy:
-    """Reliable when every publisher offers reliable, best effort otherwise (also with no publisher yet)."""
+    """Reliable when every publisher offers reliable, best effort otherwise (also with no publisher, which
+    :class:`MatchedInput` does not subscribe for)."""
     if offered and all(r == ReliabilityPolicy.RELIABLE for r in offered):
         return ReliabilityPolicy.RELIABLE
     return ReliabilityPolicy.BEST_EFFORT
@@ -51,8 +54,10 @@ def override_name(topic: str) -> str:
 class MatchedInput:
     """One image subscription: its reliability chosen from the publishers (or fixed), its losses counted.
 
-    ``callback`` gets every message. ``refresh()`` re-reads the publishers and re-creates the subscription when
-    the choice changes (one log line each time), without a gap: the old subscription keeps delivering until the
+    ``callback`` gets every message. Following the publishers, it subscribes only once there is one (until then
+    ``subscription`` and ``reliability`` are None), and keeps its subscription when they all leave.
+    ``refresh()`` re-reads the publishers and re-creates the subscription when the choice changes (one log line
+    each time), without a gap: the old subscription keeps delivering until the
     new one has delivered a frame, and a frame both deliver is passed on once (by stamp). ``lost`` counts
     messages rmw reported lost since start.
     """
@@ -78,7 +83,8 @@ class MatchedInput:
         self.retiring_since = 0.0
         self.switched = False  # the new subscription has delivered: the old one's messages are ignored
         self.last_stamp: int | None = None  # of the newest message passed on (nanoseconds)
-        self.reliability: ReliabilityPolicy | None = None
+        self.reliability: ReliabilityPolicy | None = None  # None: no subscription yet (no publisher to follow)
+        self.waiting = False  # the "waiting for a publisher" line was logged
         self.refresh()
 
     def _explicit(self, reliability: str) -> ReliabilityPolicy | None:
@@ -107,12 +113,21 @@ class MatchedInput:
         offered = [info.qos_profile.reliability for info in infos]
         with self.lock:
             self.offered = offered
-        wanted = self.fixed if self.fixed is not None else matched_reliability(offered)
         with self.lock:
             retired = self.retiring is not None and (self.switched or
                                                      time.monotonic() - self.retiring_since > RETIRE_AFTER_S)
         if retired:  # the new subscription delivers (or the publishers went silent): the old one goes
             self._retire()
+        if self.fixed is None and not offered:
+            # No publisher (yet, or any more): nothing to follow. Before the first one, no subscription at all
+            # (rosbag2's recorder waits likewise), so a reliable camera's first frames never meet a best-effort
+            # reader that loses them; after the last one, the subscription stays as it was, for a restarted camera.
+            if self.subscription is None and not self.waiting:
+                self.waiting = True
+                self.node.get_logger().info(f"{self.label} input {self.topic}: waiting for a publisher (subscribes "
+                                            "with the reliability it offers)")
+            return False
+        wanted = self.fixed if self.fixed is not None else matched_reliability(offered)
         if wanted == self.reliability and self.subscription is not None:
             return False
         previous = self.reliability

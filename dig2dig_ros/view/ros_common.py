@@ -107,6 +107,9 @@ def level_of(level: Any) -> int:
 
 
 def reliability_name(input_: MatchedInput) -> str:
+    """reliable, best_effort, or none (no subscription yet: no publisher)."""
+    if input_.reliability is None:
+        return "none"
     return "reliable" if input_.reliability == ReliabilityPolicy.RELIABLE else "best_effort"
 
 
