@@ -113,7 +113,6 @@ class MatchedInput:
         offered = [info.qos_profile.reliability for info in infos]
         with self.lock:
             self.offered = offered
-        with self.lock:
             retired = self.retiring is not None and (self.switched or
                                                      time.monotonic() - self.retiring_since > RETIRE_AFTER_S)
         if retired:  # the new subscription delivers (or the publishers went silent): the old one goes

@@ -188,17 +188,20 @@ class VideoFuser:
         stabilise = (pending.coords is not None and cfg.temporal_strength > 0 and state is not None
                      and state.index == pending.previous)
         sources = self._stabilised(prep)
+
+        def stabilised(luminance: np.ndarray) -> np.ndarray:
+            if not stabilise:
+                return luminance
+            return timer("stabilise", self._stabilise, luminance, sources, pending.coords)
+
         at_solve = sources is prep.solve  # dig-blend: its solved blend is stabilised, before the detail (where
         # the two are one array the detail adds nothing, so the order does not matter)
-        if at_solve and stabilise:
-            result.luminance = timer("stabilise", self._stabilise, result.luminance, sources, pending.coords)
-        kept = result.luminance  # what the next frame is stabilised against
+        if at_solve:
+            result.luminance = kept = stabilised(result.luminance)  # kept: what the next frame is stabilised against
         if not pending.detailed:
             result = with_detail(fuser, prep, timer, result)
         if not at_solve:
-            if stabilise:
-                result.luminance = timer("stabilise", self._stabilise, result.luminance, sources, pending.coords)
-            kept = result.luminance
+            result.luminance = kept = stabilised(result.luminance)
         result.fused = fuser.compose(prep, result.luminance, result.weights)  # once, after the stabilisation
         if pending.index is not None:
             self.back_state = BackState(pending.index, kept, sources)
